@@ -1,0 +1,3 @@
+"""MISSRec: multi-modal interest-aware sequence representations, pretrained and transferred."""
+
+__version__ = "0.1.0"

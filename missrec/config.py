@@ -1,0 +1,70 @@
+"""Model hyper-parameters, stored as ``config.json`` beside the weights."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .fsutil import atomic_write_json
+
+
+@dataclass
+class MISSRecConfig:
+    """The paper's configuration by default (DESIGN section 4)."""
+
+    hidden_size: int = 300
+    n_heads: int = 4
+    inner_size: int = 256
+    num_encoder_layers: int = 1
+    num_decoder_layers: int = 1
+    dropout: float = 0.5
+    hidden_act: str = "gelu"
+    layer_norm_eps: float = 1e-12
+    initializer_range: float = 0.02
+    max_seq_length: int = 50
+    text_dim: int = 512
+    image_dim: int = 512
+    temperature: float = 0.07
+    # Transductive mode adds an item-ID table of n_items + 1 rows (row 0 = padding).
+    use_id: bool = False
+    n_items: int = 0
+    fusion: str = "dynamic_shared"  # "dynamic_shared" | "static" (plain mean of the two modality scores)
+    model_type: str = "missrec"
+    source: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.hidden_size % self.n_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by n_heads {self.n_heads}")
+        if self.fusion not in ("dynamic_shared", "static"):
+            raise ValueError(f"fusion must be 'dynamic_shared' or 'static', got {self.fusion!r}")
+        if self.use_id and self.n_items <= 0:
+            raise ValueError("use_id=True needs n_items > 0 (size of the item-ID table)")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "MISSRecConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"config.json: unknown keys {unknown}")
+        return cls(**d)
+
+    def save(self, path: str | Path) -> None:
+        atomic_write_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | Path) -> "MISSRecConfig":
+        path = Path(path)
+        try:
+            d = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{path}: not found (a checkpoint folder needs config.json)") from None
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: not valid JSON ({e})") from None
+        try:
+            return cls.from_dict(d)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{path}: {e}") from None

@@ -1,0 +1,117 @@
+"""The item side of a dataset on the training device: feature tables and interest state.
+
+Kept outside the nn.Module on purpose: DDP would otherwise broadcast these (possibly GB-sized)
+tables as buffers on every forward. Row 0 is the padding item everywhere.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from .fsutil import atomic_path
+from .interest import kmeans, n_interests
+
+
+def _with_pad_row(arr) -> torch.Tensor:
+    t = torch.zeros((arr.shape[0] + 1, arr.shape[1]), dtype=torch.float32)
+    t.numpy()[1:] = np.asarray(arr)  # one copy, straight from the memory map
+    return t
+
+
+class ItemTable:
+    def __init__(self, text: torch.Tensor, image: torch.Tensor, text_aug: torch.Tensor | None = None,
+                 hidden_size: int = 300):
+        if text.shape[0] != image.shape[0]:
+            raise ValueError(f"text features have {text.shape[0]} rows but image features {image.shape[0]}")
+        self.text, self.image, self.text_aug = text, image, text_aug
+        n = text.shape[0]
+        self.text_interest = torch.zeros(n, dtype=torch.long, device=text.device)
+        self.image_interest = torch.zeros(n, dtype=torch.long, device=text.device)
+        self.centroids = torch.zeros(1, hidden_size, device=text.device)
+
+    @classmethod
+    def from_dataset(cls, ds, hidden_size: int = 300, device=None) -> "ItemTable":
+        """From a loaded AtomicDataset (memory-mapped features are copied once, here)."""
+        aug = ds.features.get("text_aug")
+        t = cls(_with_pad_row(ds.features["text"]), _with_pad_row(ds.features["image"]),
+                None if aug is None else _with_pad_row(aug), hidden_size)
+        return t.to(device) if device is not None else t
+
+    @property
+    def n_items(self) -> int:
+        return self.text.shape[0] - 1
+
+    @property
+    def device(self):
+        return self.text.device
+
+    def to(self, device) -> "ItemTable":
+        for k in ("text", "image", "text_aug", "text_interest", "image_interest", "centroids"):
+            v = getattr(self, k)
+            if v is not None:
+                setattr(self, k, v.to(device))
+        return self
+
+    # ---------------------------------------------------------------- interest state
+    @torch.no_grad()
+    def discover_interests(self, model, ratio: float, *, n_iter: int = 20, init: str = "auto",
+                           seed: int = 0, compat: bool = False, chunk: int = 65536) -> dict:
+        """Cluster all items' adapted text and image vectors; refresh ids and centroid table."""
+        n = self.n_items
+        dev = self.device
+        vecs = []
+        for feats, adaptor in ((self.text, model.text_adaptor), (self.image, model.img_adaptor)):
+            out = torch.empty(n, model.config.hidden_size, device=dev)
+            for s in range(1, n + 1, chunk):
+                out[s - 1:s - 1 + chunk] = adaptor(feats[s:s + chunk].to(adaptor.weight.dtype)).float()
+            vecs.append(out)
+        x = torch.cat(vecs, 0)
+        k = n_interests(n, ratio)
+        res = kmeans(x, k, n_iter=n_iter, init=init, seed=seed, compat=compat)
+        self.set_interests(res.labels[:n] + 1, res.labels[n:] + 1, res.centroids)
+        return {"k": k, "n_iter": res.n_iter, "inertia": res.inertia}
+
+    def set_interests(self, text_labels, image_labels, centroids) -> None:
+        dev = self.device
+        self.text_interest = torch.cat([torch.zeros(1, dtype=torch.long, device=dev), text_labels.to(dev)])
+        self.image_interest = torch.cat([torch.zeros(1, dtype=torch.long, device=dev), image_labels.to(dev)])
+        self.centroids = torch.cat([torch.zeros(1, centroids.shape[1], device=dev), centroids.float().to(dev)])
+
+    def interest_state(self) -> dict[str, torch.Tensor]:
+        return {"interest_embeddings": self.centroids.contiguous().cpu(),
+                "text_interest": self.text_interest.contiguous().cpu(),
+                "image_interest": self.image_interest.contiguous().cpu()}
+
+    def load_interest_state(self, state: dict[str, torch.Tensor], source: str = "interest state") -> None:
+        for k in ("interest_embeddings", "text_interest", "image_interest"):
+            if k not in state:
+                raise ValueError(f"{source}: missing tensor '{k}'")
+        if state["text_interest"].shape[0] != self.n_items + 1:
+            raise ValueError(f"{source}: interest ids cover {state['text_interest'].shape[0] - 1} items, "
+                             f"the dataset has {self.n_items}")
+        self.text_interest = state["text_interest"].long().to(self.device)
+        self.image_interest = state["image_interest"].long().to(self.device)
+        self.centroids = state["interest_embeddings"].float().to(self.device)
+
+    def save_interest(self, path: str | Path) -> None:
+        with atomic_path(path) as tmp:
+            save_file(self.interest_state(), str(tmp))
+
+    def load_interest(self, path: str | Path) -> None:
+        self.load_interest_state(load_file(str(path)), str(path))
+
+    def broadcast_interests(self, accelerator) -> None:
+        """Make every rank hold rank 0's clusters (k-means runs on the main process only)."""
+        if accelerator is None or accelerator.num_processes == 1:
+            return
+        from accelerate.utils import broadcast
+        n_k = torch.tensor([self.centroids.shape[0]], device=accelerator.device)
+        n_k = broadcast(n_k)
+        if self.centroids.shape[0] != int(n_k):
+            self.centroids = torch.zeros(int(n_k), self.centroids.shape[1], device=self.device)
+        self.text_interest = broadcast(self.text_interest.to(accelerator.device)).to(self.device)
+        self.image_interest = broadcast(self.image_interest.to(accelerator.device)).to(self.device)
+        self.centroids = broadcast(self.centroids.to(accelerator.device)).to(self.device)

@@ -1,0 +1,172 @@
+"""The MISSRec model: interest-aware encoder-decoder with dynamic multi-modal fusion.
+
+Module names follow the original implementation (``position_embedding``, ``trm_model``,
+``LayerNorm``, ``fusion_factor``, ``text_adaptor``, ``img_adaptor``, ``item_embedding``) so an
+original state_dict loads by key renaming only (see missrec/pth.py).
+
+Differences from the original, on purpose: the padding item is never scored (nor a class of the
+training loss), and the interest regulariser pools only real interest tokens and averages over
+the batch instead of summing.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import MISSRecConfig
+from .interest import interest_tokens
+from .items import ItemTable
+
+
+class MISSRec(nn.Module):
+    def __init__(self, config: MISSRecConfig):
+        super().__init__()
+        self.config = c = config
+        self.position_embedding = nn.Embedding(c.max_seq_length, c.hidden_size)
+        self.trm_model = nn.Transformer(
+            d_model=c.hidden_size, nhead=c.n_heads, num_encoder_layers=c.num_encoder_layers,
+            num_decoder_layers=c.num_decoder_layers, dim_feedforward=c.inner_size, dropout=c.dropout,
+            activation=c.hidden_act, layer_norm_eps=c.layer_norm_eps, batch_first=True, norm_first=False,
+        )
+        # The nested-tensor fast path changes numerics between train and eval; keep one code path.
+        self.trm_model.encoder.enable_nested_tensor = False
+        self.trm_model.encoder.use_nested_tensor = False
+        self.LayerNorm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
+        self.dropout = nn.Dropout(c.dropout)
+        self.text_adaptor = nn.Linear(c.text_dim, c.hidden_size)
+        self.img_adaptor = nn.Linear(c.image_dim, c.hidden_size)
+        self.fusion_factor = nn.Parameter(torch.tensor(0.0))
+        self.item_embedding = nn.Embedding(c.n_items + 1, c.hidden_size, padding_idx=0) if c.use_id else None
+        self.apply(self._init_weights)
+        with torch.no_grad():
+            self.fusion_factor.zero_()
+
+    def _init_weights(self, module):
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            module.weight.data.normal_(0.0, std)
+            if module.bias is not None:
+                module.bias.data.zero_()
+        elif isinstance(module, nn.Embedding):
+            module.weight.data.normal_(0.0, std)
+            if module.padding_idx is not None:
+                module.weight.data[module.padding_idx].zero_()
+        elif isinstance(module, nn.LayerNorm):
+            module.weight.data.fill_(1.0)
+            module.bias.data.zero_()
+
+    # ------------------------------------------------------------------ parameter groups
+    def peft_parameter_names(self) -> list[str]:
+        """What parameter-efficient finetuning trains: adaptors, input LayerNorm, fusion, ID table."""
+        prefixes = ("text_adaptor.", "img_adaptor.", "LayerNorm.", "fusion_factor", "item_embedding.")
+        return [n for n, _ in self.named_parameters() if n.startswith(prefixes)]
+
+    def set_peft(self, enabled: bool) -> tuple[int, int]:
+        keep = set(self.peft_parameter_names()) if enabled else None
+        for n, p in self.named_parameters():
+            p.requires_grad_(keep is None or n in keep)
+        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        return trainable, sum(p.numel() for p in self.parameters())
+
+    # ------------------------------------------------------------------ sequence side
+    def forward(self, seq: torch.Tensor, length: torch.Tensor, items: ItemTable,
+                text_feats: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """User vectors [B, H] (L2-normalised) and the interest regulariser (scalar).
+
+        seq: [B, L] item ids (0 = padding, left-aligned), length: [B] (>= 1).
+        text_feats: optional [B, L, text_dim] replacing the table's text rows (word-drop view).
+        """
+        B, L = seq.shape
+        if L > self.config.max_seq_length:
+            raise ValueError(f"sequence length {L} exceeds max_seq_length {self.config.max_seq_length}")
+        t = items.text[seq] if text_feats is None else text_feats
+        x = self.text_adaptor(t) + self.img_adaptor(items.image[seq])
+        x = x + self.position_embedding.weight[:L].unsqueeze(0)
+        if self.item_embedding is not None:
+            x = x + self.item_embedding(seq)
+        x = self.dropout(self.LayerNorm(x))
+
+        tokens = interest_tokens(items.text_interest[seq], items.image_interest[seq])
+        src_pad = tokens == 0
+        memory = self.trm_model.encoder(items.centroids[tokens].to(x.dtype), src_key_padding_mask=src_pad)
+        real = (~src_pad).unsqueeze(-1).to(memory.dtype)
+        pooled = (memory * real).sum(1) / real.sum(1).clamp_min(1)
+        reg = (pooled * pooled).sum(1).mean() / pooled.shape[1]
+
+        out = self.trm_model.decoder(x, memory, tgt_key_padding_mask=seq == 0, memory_key_padding_mask=src_pad)
+        u = out[torch.arange(B, device=seq.device), length - 1]
+        return F.normalize(u, dim=-1), reg
+
+    # ------------------------------------------------------------------ item side
+    def item_reps(self, items: ItemTable, ids: torch.Tensor | None = None,
+                  text_feats: torch.Tensor | None = None, image_feats: torch.Tensor | None = None):
+        """Normalised adapted text / image vectors (and ID vectors) of the given item ids."""
+        t = items.text[ids] if text_feats is None else text_feats
+        v = items.image[ids] if image_feats is None else image_feats
+        rt = F.normalize(self.text_adaptor(t), dim=-1)
+        rv = F.normalize(self.img_adaptor(v), dim=-1)
+        re = None
+        if self.item_embedding is not None:
+            re = F.normalize(self.item_embedding(ids), dim=-1)
+        return rt, rv, re
+
+    def fuse(self, s_t: torch.Tensor, s_v: torch.Tensor, s_id: torch.Tensor | None) -> torch.Tensor:
+        """Cosine-scale scores; w = softmax(phi * [s_t, s_v]) without a [..., 2] tensor."""
+        if self.config.fusion == "static":
+            s = 0.5 * (s_t + s_v)
+        else:
+            w_t = torch.sigmoid(self.fusion_factor * (s_t - s_v))
+            s = s_v + w_t * (s_t - s_v)
+        if s_id is not None:
+            s = (s_id + 2.0 * s) / 3.0
+        return s
+
+    def logits(self, u: torch.Tensor, reps) -> torch.Tensor:
+        """[B, M] logits of user vectors against candidate reps (from item_reps)."""
+        rt, rv, re = reps
+        s_id = None if re is None else u @ re.t()
+        return self.fuse(u @ rt.t(), u @ rv.t(), s_id) / self.config.temperature
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_pretrained(self, path: str | Path, items: ItemTable | None = None) -> None:
+        from .checkpoint import save_model
+        save_model(path, self, items)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, **overrides) -> "MISSRec":
+        from .checkpoint import load_model
+        return load_model(path, **overrides)
+
+
+class MISSRecScorer:
+    """Adapts a model + item table to the evaluator's scorer protocol (encode / score / score_pairs)."""
+
+    def __init__(self, model: MISSRec, items: ItemTable):
+        self.model, self.items = model, items
+        self._reps = None
+
+    @torch.no_grad()
+    def encode(self, seq, length):
+        dev = self.items.device
+        u, _ = self.model(seq.to(dev), length.to(dev), self.items)
+        return u.float()
+
+    def _all_reps(self):
+        if self._reps is None:
+            ids = torch.arange(1, self.items.n_items + 1, device=self.items.device)
+            self._reps = tuple(None if r is None else r.float() for r in self.model.item_reps(self.items, ids))
+        return self._reps
+
+    @torch.no_grad()
+    def score(self, u, item_ids):
+        reps = tuple(None if r is None else r[item_ids.to(self.items.device) - 1] for r in self._all_reps())
+        return self.model.logits(u, reps)
+
+    @torch.no_grad()
+    def score_pairs(self, u, item_ids):
+        rt, rv, re = (None if r is None else r[item_ids.to(self.items.device) - 1] for r in self._all_reps())
+        s_id = None if re is None else (u * re).sum(-1)
+        return self.model.fuse((u * rt).sum(-1), (u * rv).sum(-1), s_id) / self.model.config.temperature

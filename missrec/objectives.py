@@ -1,0 +1,124 @@
+"""Training objectives, each an nn.Module around the model so that DDP sees one forward per step.
+
+Pretraining: in-batch sequence->item contrast on fused logits + lambda x sequence->sequence
+contrast against an augmented view + gamma x interest regulariser. Finetuning: softmax
+cross-entropy over every item (padding excluded) + gamma x regulariser.
+
+In distributed runs the in-batch candidates of all ranks are gathered with gradients, so N
+processes with the same global batch optimise the same loss as one process.
+"""
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from .items import ItemTable
+
+
+def _world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def gather_with_grad(t: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``t`` from all ranks along dim 0; gradients flow back to each rank's slice."""
+    _, world = _world()
+    if world == 1:
+        return t
+    import warnings
+    from torch.distributed.nn.functional import all_gather
+    with warnings.catch_warnings():
+        # Deprecated in favour of a private API; still the public autograd-aware gather.
+        warnings.simplefilter("ignore", FutureWarning)
+        return torch.cat(all_gather(t.contiguous()), 0)
+
+
+def gather_no_grad(t: torch.Tensor) -> torch.Tensor:
+    _, world = _world()
+    if world == 1:
+        return t
+    out = [torch.empty_like(t) for _ in range(world)]
+    dist.all_gather(out, t.contiguous())
+    return torch.cat(out, 0)
+
+
+def item_drop(seq: torch.Tensor, length: torch.Tensor, keep: torch.Tensor):
+    """Drop positions where ``keep`` is False (the first item is always kept) and compact left.
+
+    Returns the new sequence, lengths, and the gather index such that
+    ``new_seq == seq.gather(1, index)`` on real positions: any per-position tensor (features,
+    masks) re-gathered with the same index stays aligned with its item.
+    """
+    L = seq.shape[1]
+    pos = torch.arange(L, device=seq.device).unsqueeze(0)
+    keep = keep.clone()
+    keep[:, 0] = True
+    keep &= pos < length.unsqueeze(1)
+    new_len = keep.sum(1)
+    index = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)
+    new_seq = seq.gather(1, index) * (pos < new_len.unsqueeze(1))
+    return new_seq, new_len, index
+
+
+class PretrainObjective(nn.Module):
+    def __init__(self, model, *, lambda_seq: float = 1e-3, gamma_reg: float = 1e-4,
+                 augmentation: str = "auto", item_keep_prob: float = 0.8,
+                 mask_false_negatives: bool = False):
+        super().__init__()
+        if augmentation not in ("auto", "item_drop", "word_drop", "both"):
+            raise ValueError(f"augmentation must be auto|item_drop|word_drop|both, got {augmentation!r}")
+        self.model = model
+        self.lambda_seq, self.gamma_reg = lambda_seq, gamma_reg
+        self.augmentation, self.item_keep_prob = augmentation, item_keep_prob
+        self.mask_false_negatives = mask_false_negatives
+
+    def augment(self, seq, length, keep, items: ItemTable):
+        mode = self.augmentation
+        if mode == "auto":
+            mode = "both" if items.text_aug is not None else "item_drop"
+        if mode in ("word_drop", "both") and items.text_aug is None:
+            raise ValueError("word-drop augmentation needs the corpus' .feat2CLS files")
+        if mode in ("item_drop", "both"):
+            seq, length, _ = item_drop(seq, length, keep)
+        text = items.text_aug[seq] if mode in ("word_drop", "both") else None
+        return seq, length, text
+
+    def forward(self, batch: dict, items: ItemTable):
+        m = self.model
+        seq, length, target = batch["seq"], batch["length"], batch["target"]
+        u, reg = m(seq, length, items)
+        seq2, len2, text2 = self.augment(seq, length, batch["keep"], items)
+        u2, reg2 = m(seq2, len2, items, text_feats=text2)
+
+        rt, rv, _ = m.item_reps(items, target)
+        rt, rv = gather_with_grad(rt), gather_with_grad(rv)
+        rank, _ = _world()
+        labels = torch.arange(seq.shape[0], device=seq.device) + rank * seq.shape[0]
+        logits = m.logits(u, (rt, rv, None))
+        if self.mask_false_negatives:
+            all_t = gather_no_grad(target)
+            same = target.unsqueeze(1) == all_t.unsqueeze(0)
+            same[torch.arange(seq.shape[0], device=seq.device), labels] = False
+            logits = logits.masked_fill(same, float("-inf"))
+        loss_si = F.cross_entropy(logits.float(), labels)
+        loss_ss = F.cross_entropy((u @ gather_with_grad(u2).t()).float() / m.config.temperature, labels)
+        loss = loss_si + self.lambda_seq * loss_ss + self.gamma_reg * (reg + reg2)
+        return loss, {"loss_seq_item": loss_si.detach(), "loss_seq_seq": loss_ss.detach()}
+
+
+class FinetuneObjective(nn.Module):
+    def __init__(self, model, *, gamma_reg: float = 1e-4):
+        super().__init__()
+        self.model = model
+        self.gamma_reg = gamma_reg
+
+    def forward(self, batch: dict, items: ItemTable):
+        m = self.model
+        u, reg = m(batch["seq"], batch["length"], items)
+        ids = torch.arange(1, items.n_items + 1, device=u.device)
+        logits = m.logits(u, m.item_reps(items, ids))
+        loss_ce = F.cross_entropy(logits.float(), batch["target"] - 1)
+        return loss_ce + self.gamma_reg * reg, {"loss_ce": loss_ce.detach()}

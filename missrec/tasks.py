@@ -1,0 +1,113 @@
+"""Pretraining and finetuning tasks for the shared Trainer (data -> batches, epoch hooks)."""
+from __future__ import annotations
+
+import torch
+
+from .data.atomic import Split
+from .items import ItemTable
+from .objectives import FinetuneObjective, PretrainObjective
+
+
+def split_tensors(split: Split) -> dict[str, torch.Tensor]:
+    return {"seq": torch.from_numpy(split.seq), "length": torch.from_numpy(split.length),
+            "target": torch.from_numpy(split.target)}
+
+
+class _Task:
+    drop_last = False
+
+    def __init__(self, name, model, items: ItemTable, train: Split, args, seed: int):
+        self.name, self.model, self.items, self.args, self.seed = name, model, items, args, seed
+        self.train = split_tensors(train)
+        L = model.config.max_seq_length
+        if self.train["seq"].shape[1] > L:
+            # Keep the most recent items: sequences are left-aligned, so shift each row.
+            self.train = _truncate(self.train, L)
+        self.n_train_rows = len(train)
+
+    def make_batch(self, global_idx, rank, world, micro_step, device):
+        """This process's slice of a global (micro-)batch of row indices."""
+        local = torch.tensor_split(global_idx, world)[rank]
+        return {k: v[local].to(device, non_blocking=True) for k, v in self.train.items()}
+
+    def on_epoch_start(self, epoch, acc):
+        """Interest discovery on the main process, broadcast to the others."""
+        info = None
+        if acc.is_main_process:
+            self.model.eval()
+            info = self.items.discover_interests(
+                self.model, self.args.interest_ratio, n_iter=self.args.kmeans_iters,
+                init=self.args.kmeans_init, seed=self.seed + epoch, compat=self.args.kmeans_compat)
+        self.items.broadcast_interests(acc)
+        return info
+
+    def on_epoch_end(self, epoch, acc):
+        return {}
+
+    def after_epoch(self, trainer, state, metrics) -> bool:
+        return False
+
+
+def _truncate(t: dict, L: int) -> dict:
+    seq, length = t["seq"], t["length"]
+    start = (length - L).clamp_min(0)
+    idx = (start.unsqueeze(1) + torch.arange(L)).clamp_max(seq.shape[1] - 1)
+    new = seq.gather(1, idx) * (torch.arange(L) < length.clamp_max(L).unsqueeze(1))
+    return {**t, "seq": new, "length": length.clamp_max(L)}
+
+
+class PretrainTask(_Task):
+    drop_last = True
+
+    def __init__(self, model, items, train, args, pargs):
+        super().__init__("pretrain", model, items, train, args, args.seed)
+        self.keep_prob = pargs.item_keep_prob
+        self.objective = PretrainObjective(
+            model, lambda_seq=pargs.lambda_seq, gamma_reg=args.gamma_reg, augmentation=pargs.augmentation,
+            item_keep_prob=pargs.item_keep_prob, mask_false_negatives=pargs.mask_false_negatives)
+
+    def make_batch(self, global_idx, rank, world, micro_step, device):
+        batch = super().make_batch(global_idx, rank, world, micro_step, device)
+        # The item-drop mask is drawn for the GLOBAL micro-batch from a step-seeded generator, so
+        # every process count draws the same masks for the same rows.
+        g = torch.Generator().manual_seed(self.seed * 7919 + micro_step)
+        keep = torch.rand(len(global_idx), self.train["seq"].shape[1], generator=g) < self.keep_prob
+        batch["keep"] = torch.tensor_split(keep, world)[rank].to(device)
+        return batch
+
+
+class FinetuneTask(_Task):
+    """Full-softmax finetuning with per-epoch validation, early stopping and a best checkpoint."""
+
+    def __init__(self, model, items, splits: dict, args, fargs, best_dir):
+        super().__init__("finetune", model, items, splits["train"], args, args.seed)
+        self.splits, self.fargs, self.best_dir = splits, fargs, best_dir
+        self.objective = FinetuneObjective(model, gamma_reg=args.gamma_reg)
+
+    def evaluate(self, split_name: str, acc) -> dict:
+        from .evaluate import evaluate
+        from .model import MISSRecScorer
+        was = self.model.training
+        self.model.eval()
+        m = evaluate(MISSRecScorer(self.model, self.items), self.splits[split_name], self.items.n_items,
+                     ks=self.fargs.ks_tuple, batch_size=self.args.eval_batch_size,
+                     mask_history=self.fargs.mask_history, accelerator=acc, progress=False)
+        self.model.train(was)
+        return m
+
+    def on_epoch_end(self, epoch, acc):
+        m = self.evaluate("valid", acc)
+        return {f"valid_{k}": v for k, v in m.items()}
+
+    def after_epoch(self, trainer, state, metrics) -> bool:
+        key = f"valid_{self.fargs.metric}"
+        value = metrics[key]
+        if value > state.best_metric:
+            state.best_metric, state.best_epoch, state.bad_epochs = value, state.epoch, 0
+            if trainer.acc.is_main_process:
+                from .checkpoint import save_model
+                save_model(self.best_dir, self.model, self.items)
+            trainer.acc.wait_for_everyone()
+        else:
+            state.bad_epochs += 1
+        return state.bad_epochs >= self.fargs.patience

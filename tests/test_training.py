@@ -1,0 +1,134 @@
+"""Training loop: distributed == single process, resume == uninterrupted, PEFT freezes, outputs."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from _tiny import make_corpus, make_domain
+from missrec.items import ItemTable
+from missrec.objectives import item_drop
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+SMALL = ["--hidden_size", "32", "--n_heads", "2", "--inner_size", "32", "--progress", "false",
+         "--train_batch_size", "64", "--save_every", "1"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    make_corpus(root)
+    make_domain(root)
+    return root
+
+
+def _env(**extra):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **extra}
+    env.pop("MISSREC_KILL_AFTER_STEP", None)
+    env.update(extra)
+    return env
+
+
+def _pretrain(data, out, *extra, launcher=None, env=None, check=True):
+    cmd = (launcher or [sys.executable]) + [str(ROOT / "pretrain" / "run.py"), "--data_root", str(data),
+                                             "--dataset", "tinypt", "--output_dir", str(out), *SMALL, *extra]
+    p = subprocess.run(cmd, env=env or _env(), capture_output=True, text=True, timeout=300)
+    if check and p.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
+    return p
+
+
+def _weights(folder):
+    return load_file(str(Path(folder) / "model.safetensors"))
+
+
+def test_two_processes_equal_one(data, tmp_path):
+    # Dropout off: dropout masks are per-process random streams. Adam's epsilon is raised so that
+    # parameters whose exact gradient is zero (attention key biases) are not moved by float noise.
+    args = ["--epochs", "2", "--dropout", "0", "--adam_epsilon", "1e-4"]
+    launcher = [str(BIN / "accelerate"), "launch", "--config_file", str(ROOT / "launch" / "cpu2.yaml")]
+    p = _pretrain(data, tmp_path / "two", *args, launcher=launcher)
+    assert "2 process(es)" in p.stdout + p.stderr
+    _pretrain(data, tmp_path / "one", *args)
+    summ = json.loads((tmp_path / "two" / "pretrain_summary.json").read_text())
+    assert summ["num_processes"] == 2
+    a, b = _weights(tmp_path / "two" / "checkpoint-2"), _weights(tmp_path / "one" / "checkpoint-2")
+    start = _weights(tmp_path / "one" / "checkpoint-1")
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
+    assert max((a[k] - start[k]).abs().max().item() for k in a) > 1e-3  # training really moved them
+
+
+def test_killed_run_resumes_to_the_same_weights(data, tmp_path):
+    args = ["--epochs", "3", "--save_steps", "3"]
+    _pretrain(data, tmp_path / "full", *args)
+    # 4 steps per epoch: killed after step 5, the last checkpoint is checkpoint-1 (step 4) + step3.
+    p = _pretrain(data, tmp_path / "cut", *args, env=_env(MISSREC_KILL_AFTER_STEP="5"), check=False)
+    assert p.returncode == 17
+    assert not (tmp_path / "cut" / "checkpoint-3").exists()
+    p = _pretrain(data, tmp_path / "cut", *args, "--resume_from", "latest")
+    assert "resumed from" in p.stdout + p.stderr
+    a, b = _weights(tmp_path / "full" / "checkpoint-3"), _weights(tmp_path / "cut" / "checkpoint-3")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    hist = json.loads((tmp_path / "full" / "pretrain_summary.json").read_text())["history"]
+    assert hist[-1]["train_loss"] < hist[0]["train_loss"]  # the loss falls
+
+
+def test_item_drop_keeps_modalities_aligned():
+    g = torch.Generator().manual_seed(0)
+    n, d, B, L = 30, 8, 16, 10
+    items = ItemTable(torch.randn(n + 1, d, generator=g), torch.randn(n + 1, d, generator=g),
+                      torch.randn(n + 1, d, generator=g), hidden_size=4)
+    length = torch.randint(1, L + 1, (B,), generator=g)
+    seq = torch.randint(1, n + 1, (B, L), generator=g) * (torch.arange(L) < length[:, None])
+    keep = torch.rand(B, L, generator=g) < 0.6
+    new, new_len, index = item_drop(seq, length, keep)
+    for b in range(B):
+        kept = [int(seq[b, i]) for i in range(int(length[b])) if keep[b, i] or i == 0]
+        assert new[b, : new_len[b]].tolist() == kept
+        assert (new[b, new_len[b]:] == 0).all()
+    real = torch.arange(L) < new_len[:, None]
+    for table in (items.text, items.image, items.text_aug):
+        regathered = table[seq].gather(1, index.unsqueeze(-1).expand(-1, -1, d))
+        assert torch.equal(regathered[real], table[new][real])
+
+
+def _finetune(data, out, *extra):
+    cmd = [sys.executable, str(ROOT / "finetune" / "run.py"), "--data_root", str(data), "--dataset", "tiny",
+           "--output_dir", str(out), *SMALL, *extra]
+    p = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    return p
+
+
+def test_peft_finetune_freezes_and_reports(data, tmp_path):
+    _pretrain(data, tmp_path / "pt", "--epochs", "1")
+    pre = _weights(tmp_path / "pt" / "checkpoint-1")
+    _finetune(data, tmp_path / "ft", "--pretrained", str(tmp_path / "pt" / "checkpoint-1"), "--epochs", "3",
+              "--patience", "5")
+    best = _weights(tmp_path / "ft" / "best")
+    trainable = ("text_adaptor.", "img_adaptor.", "LayerNorm.", "fusion_factor", "item_embedding.")
+    for k, v in pre.items():
+        if k.startswith(trainable):
+            continue
+        assert torch.equal(v, best[k]), f"{k} changed although frozen"
+    assert not torch.equal(pre["text_adaptor.weight"], best["text_adaptor.weight"])
+    assert best["item_embedding.weight"].shape[0] == 31  # transductive: a fresh ID table
+    res = json.loads((tmp_path / "ft" / "results.json").read_text())
+    assert res["peft"] is True and res["trainable_params"] < res["total_params"]
+    assert {"recall@10", "ndcg@10", "recall@50", "ndcg@50"} <= set(res["test"])
+    assert 0 <= res["best_epoch"] < 3
+    assert (tmp_path / "ft" / "results.md").read_text().startswith("# tiny")
+    assert (tmp_path / "ft" / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bad_dataset_is_a_clear_error(data, tmp_path):
+    cmd = [sys.executable, str(ROOT / "finetune" / "run.py"), "--data_root", str(tmp_path), "--dataset", "nope",
+           "--output_dir", str(tmp_path / "o")]
+    p = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=120)
+    assert p.returncode != 0
+    assert "nope" in p.stderr.strip().splitlines()[-1]
