@@ -53,7 +53,7 @@ def build_model(margs, fargs, ds, n_items):
     use_id = fargs.mode == "transductive"
     tdim, idim = ds.features["text"].shape[1], ds.features["image"].shape[1]
     if fargs.pretrained.lower() != "none":
-        model = load_model(fargs.pretrained, use_id=use_id, n_items=n_items if use_id else 0)
+        model = load_model(fargs.pretrained, dataset=ds.folder, use_id=use_id, n_items=n_items if use_id else 0)
         c = model.config
         if (c.text_dim, c.image_dim) != (tdim, idim):
             raise SystemExit(f"error: {fargs.pretrained} expects text/image features of dims {c.text_dim}/{c.image_dim}, "
@@ -123,7 +123,8 @@ def main(argv=None):
     with acc.main_process_first():
         ds = load_dataset(fargs.data_root, fargs.dataset, max_len=margs.max_seq_length)
     n_items = ds.n_items
-    model = build_model(margs, fargs, ds, n_items)
+    with acc.main_process_first():  # downloads / .pth conversion happen once
+        model = build_model(margs, fargs, ds, n_items)
     trainable, total = model.set_peft(fargs.peft)
     acc.print(f"{fargs.dataset}: {n_items} items, {len(ds.splits['train'])} train / {len(ds.splits['valid'])} valid / "
               f"{len(ds.splits['test'])} test rows; mode {fargs.mode}, pretrained {fargs.pretrained}, "

@@ -30,25 +30,28 @@ def save_model(path: str | Path, model, items=None) -> None:
         write_model_files(tmp, model, items)
 
 
-def resolve_checkpoint(name_or_path: str | Path) -> Path:
-    """A local checkpoint folder, or whatever missrec.hub can turn into one (.pth, registry, Hub id)."""
+def resolve_checkpoint(name_or_path: str | Path, dataset: str | Path | None = None) -> Path:
+    """A local checkpoint folder, or whatever missrec.hub can turn into one (.pth, registry, Hub id).
+
+    ``dataset`` (a dataset folder) lets an original transductive .pth map its item rows to ours.
+    """
     p = Path(name_or_path)
     if p.is_dir() and (p / "config.json").is_file():
         return p
     if p.is_dir():
         raise FileNotFoundError(f"{p}: not a checkpoint folder (no config.json)")
     from . import hub
-    return Path(hub.resolve(str(name_or_path)))
+    return Path(hub.resolve(str(name_or_path), dataset=dataset))
 
 
-def load_model(name_or_path: str | Path, **overrides):
+def load_model(name_or_path: str | Path, dataset: str | Path | None = None, **overrides):
     """Build a MISSRec from a checkpoint; ``overrides`` change config fields (e.g. use_id, n_items).
 
     Weights whose shapes no longer fit (e.g. an ID table for another catalogue) are an error;
     weights absent from the file (e.g. a new ID table) keep their fresh initialisation.
     """
     from .model import MISSRec
-    folder = resolve_checkpoint(name_or_path)
+    folder = resolve_checkpoint(name_or_path, dataset)
     cfg = MISSRecConfig.load(folder / "config.json")
     d = cfg.to_dict()
     d.update(overrides)

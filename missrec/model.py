@@ -73,17 +73,20 @@ class MISSRec(nn.Module):
 
     # ------------------------------------------------------------------ sequence side
     def forward(self, seq: torch.Tensor, length: torch.Tensor, items: ItemTable,
-                text_feats: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                text_table: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """User vectors [B, H] (L2-normalised) and the interest regulariser (scalar).
 
         seq: [B, L] item ids (0 = padding, left-aligned), length: [B] (>= 1).
-        text_feats: optional [B, L, text_dim] replacing the table's text rows (word-drop view).
+        text_table: optional [n_items + 1, text_dim] table replacing ``items.text`` (word-drop view).
         """
         B, L = seq.shape
         if L > self.config.max_seq_length:
             raise ValueError(f"sequence length {L} exceeds max_seq_length {self.config.max_seq_length}")
-        t = items.text[seq] if text_feats is None else text_feats
-        x = self.text_adaptor(t) + self.img_adaptor(items.image[seq])
+        # Adapt each distinct item of the batch once (far fewer rows than B x L positions), then
+        # scatter back: the adaptors are linear per row, so this is exact.
+        uniq, inv = torch.unique(seq, return_inverse=True)
+        t = (items.text if text_table is None else text_table)[uniq]
+        x = (self.text_adaptor(t) + self.img_adaptor(items.image[uniq]))[inv]
         x = x + self.position_embedding.weight[:L].unsqueeze(0)
         if self.item_embedding is not None:
             x = x + self.item_embedding(seq)

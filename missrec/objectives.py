@@ -83,7 +83,7 @@ class PretrainObjective(nn.Module):
             raise ValueError("word-drop augmentation needs the corpus' .feat2CLS files")
         if mode in ("item_drop", "both"):
             seq, length, _ = item_drop(seq, length, keep)
-        text = items.text_aug[seq] if mode in ("word_drop", "both") else None
+        text = items.text_aug if mode in ("word_drop", "both") else None
         return seq, length, text
 
     def forward(self, batch: dict, items: ItemTable):
@@ -91,7 +91,7 @@ class PretrainObjective(nn.Module):
         seq, length, target = batch["seq"], batch["length"], batch["target"]
         u, reg = m(seq, length, items)
         seq2, len2, text2 = self.augment(seq, length, batch["keep"], items)
-        u2, reg2 = m(seq2, len2, items, text_feats=text2)
+        u2, reg2 = m(seq2, len2, items, text_table=text2)
 
         rt, rv, _ = m.item_reps(items, target)
         rt, rv = gather_with_grad(rt), gather_with_grad(rv)
