@@ -132,3 +132,15 @@ def test_bad_dataset_is_a_clear_error(data, tmp_path):
     p = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=120)
     assert p.returncode != 0
     assert "nope" in p.stderr.strip().splitlines()[-1]
+
+
+def test_recommend_returns_raw_ids(data, tmp_path):
+    from missrec.recommend import Recommender
+    _finetune(data, tmp_path / "ft", "--epochs", "1", "--mode", "inductive")
+    rec = Recommender(str(tmp_path / "ft" / "best"), str(data), "tiny", device="cpu")
+    top = rec.recommend(["I1", "I2"], k=5, exclude_history=True)
+    assert len(top) == 5 and all(r.startswith("I") for r, _ in top)
+    assert "I1" not in [r for r, _ in top] and "I2" not in [r for r, _ in top]
+    assert [s for _, s in top] == sorted((s for _, s in top), reverse=True)
+    with pytest.raises(ValueError, match="unknown item ids"):
+        rec.recommend(["nope"])
