@@ -1,7 +1,7 @@
 """Finetune MISSRec on one downstream dataset and evaluate it by full ranking.
 
     python finetune/run.py                                  # embedded sample target "sample_a", from scratch
-    python finetune/run.py --pretrained outputs/pretrain-sample/checkpoint-5 --mode inductive
+    python finetune/run.py --pretrained outputs/pretrain-sample/checkpoint-3 --mode inductive
     accelerate launch finetune/run.py --config finetune/configs/scientific.yaml --pretrained PATH
 
 --pretrained takes a checkpoint folder of ours, an original MISSRec .pth (converted on the fly),

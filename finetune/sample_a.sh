@@ -5,5 +5,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
-PRE=${PRETRAINED:-outputs/pretrain-sample/checkpoint-5}
+PRE=${PRETRAINED:-outputs/pretrain-sample/checkpoint-3}
 exec "$PY" finetune/table.py --config finetune/configs/sample_a.yaml --pretrained "$PRE" "$@"

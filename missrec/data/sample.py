@@ -62,13 +62,13 @@ class SampleConfig:
 
     n_sources: int = 5
     n_targets: int = 2
-    source_items: int = 1500
-    source_users: int = 2500
-    target_items: int = 600
-    target_users: int = 800
+    source_items: int = 1000
+    source_users: int = 1200
+    target_items: int = 500
+    target_users: int = 300
     min_len: int = 5
     max_len: int = 30
-    mean_extra_len: float = 8.0  # length = min_len + Geometric(mean ~ this), capped at max_len
+    mean_extra_len: float = 5.0  # length = min_len + Geometric(mean ~ this), capped at max_len
     n_topics: int = 24
     topics_per_group: int = 4
     latent_dim: int = 32
