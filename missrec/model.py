@@ -106,14 +106,22 @@ class MISSRec(nn.Module):
     # ------------------------------------------------------------------ item side
     def item_reps(self, items: ItemTable, ids: torch.Tensor | None = None,
                   text_feats: torch.Tensor | None = None, image_feats: torch.Tensor | None = None):
-        """Normalised adapted text / image vectors (and ID vectors) of the given item ids."""
-        t = items.text[ids] if text_feats is None else text_feats
-        v = items.image[ids] if image_feats is None else image_feats
+        """Normalised adapted text / image vectors (and ID vectors) of the given item ids.
+
+        ``ids=None`` means every item 1..n_items, taken as views of the tables (no gather copy).
+        """
+        if ids is None:
+            t, v = items.text[1:], items.image[1:]
+        else:
+            t, v = items.text[ids], items.image[ids]
+        t = t if text_feats is None else text_feats
+        v = v if image_feats is None else image_feats
         rt = F.normalize(self.text_adaptor(t), dim=-1)
         rv = F.normalize(self.img_adaptor(v), dim=-1)
         re = None
         if self.item_embedding is not None:
-            re = F.normalize(self.item_embedding(ids), dim=-1)
+            e = self.item_embedding.weight[1:] if ids is None else self.item_embedding(ids)
+            re = F.normalize(e, dim=-1)
         return rt, rv, re
 
     def fuse(self, s_t: torch.Tensor, s_v: torch.Tensor, s_id: torch.Tensor | None) -> torch.Tensor:
@@ -159,8 +167,7 @@ class MISSRecScorer:
 
     def _all_reps(self):
         if self._reps is None:
-            ids = torch.arange(1, self.items.n_items + 1, device=self.items.device)
-            self._reps = tuple(None if r is None else r.float() for r in self.model.item_reps(self.items, ids))
+            self._reps = tuple(None if r is None else r.float() for r in self.model.item_reps(self.items))
         return self._reps
 
     @torch.no_grad()

@@ -118,7 +118,6 @@ class FinetuneObjective(nn.Module):
     def forward(self, batch: dict, items: ItemTable):
         m = self.model
         u, reg = m(batch["seq"], batch["length"], items)
-        ids = torch.arange(1, items.n_items + 1, device=u.device)
-        logits = m.logits(u, m.item_reps(items, ids))
+        logits = m.logits(u, m.item_reps(items))  # every item but padding
         loss_ce = F.cross_entropy(logits.float(), batch["target"] - 1)
         return loss_ce + self.gamma_reg * reg, {"loss_ce": loss_ce.detach()}
