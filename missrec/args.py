@@ -57,6 +57,7 @@ class TrainArgs:
     interest_ratio: float = field(default=0.02, metadata={"help": "Interests K = ceil(ratio x 2 x n_items)."})
     kmeans_iters: int = field(default=20, metadata={"help": "Lloyd iterations per interest discovery."})
     kmeans_init: str = field(default="auto", metadata={"help": "k-means init: auto | k-means++ | random."})
+    kmeans_warm_start: bool = field(default=True, metadata={"help": "Start each epoch's k-means from the previous epoch's centroids (converges in a few iterations)."})
     kmeans_compat: bool = field(default=False, metadata={"help": "Reproduce the original's single-step clustering."})
     gamma_reg: float = field(default=1e-4, metadata={"help": "Weight of the interest regulariser."})
     progress: bool = field(default=True, metadata={"help": "Show progress bars (main process only)."})

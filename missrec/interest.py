@@ -65,13 +65,14 @@ def _kmeans_pp(x: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor:
 
 
 @torch.no_grad()
-def kmeans(x: torch.Tensor, k: int, *, n_iter: int = 20, tol: float = 1e-4, init: str = "auto",
+def kmeans(x: torch.Tensor, k: int, *, n_iter: int = 20, tol: float = 1e-4, init="auto",
            seed: int = 0, compat: bool = False, budget: int = 1 << 26) -> KMeansResult:
     """Cluster the rows of ``x`` into ``k`` centroids.
 
-    init: "k-means++", "random" (k distinct rows), or "auto" (k-means++ while k <= 1024, whose
-    k sequential steps would otherwise dominate; random beyond). ``compat=True`` mimics the
-    original: random centres, one assignment, one mean update, no further iterations.
+    init: "k-means++", "random" (k distinct rows), "auto" (k-means++ while k <= 1024, whose
+    k sequential steps would otherwise dominate; random beyond), or a [k, D] tensor of starting
+    centroids (warm start, e.g. last epoch's). ``compat=True`` mimics the original: random
+    centres, one assignment, one mean update, no further iterations.
     Deterministic for a given seed (random draws come from a CPU generator).
     """
     if x.ndim != 2 or x.shape[0] == 0:
@@ -82,9 +83,15 @@ def kmeans(x: torch.Tensor, k: int, *, n_iter: int = 20, tol: float = 1e-4, init
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
     if compat:
         init, n_iter = "random", 1
-    if init == "auto":
+    if torch.is_tensor(init):
+        if init.shape != (k, x.shape[1]):
+            raise ValueError(f"warm-start centroids have shape {tuple(init.shape)}, expected {(k, x.shape[1])}")
+        centroids = init.to(x.device, torch.float32).clone()
+    elif init == "auto":
         init = "k-means++" if k <= 1024 else "random"
-    if init == "k-means++":
+    if torch.is_tensor(init):
+        pass
+    elif init == "k-means++":
         centroids = _kmeans_pp(x, k, gen)
     elif init == "random":
         centroids = x[torch.randperm(n, generator=gen)[:k].to(x.device)].clone()

@@ -58,8 +58,13 @@ class ItemTable:
     # ---------------------------------------------------------------- interest state
     @torch.no_grad()
     def discover_interests(self, model, ratio: float, *, n_iter: int = 20, init: str = "auto",
-                           seed: int = 0, compat: bool = False, chunk: int = 65536) -> dict:
-        """Cluster all items' adapted text and image vectors; refresh ids and centroid table."""
+                           seed: int = 0, compat: bool = False, warm_start: bool = False,
+                           chunk: int = 65536) -> dict:
+        """Cluster all items' adapted text and image vectors; refresh ids and centroid table.
+
+        ``warm_start`` starts Lloyd's iterations from the current centroids when there are K of
+        them: the adaptors move little between epochs, so it converges in a few iterations.
+        """
         n = self.n_items
         dev = self.device
         vecs = []
@@ -70,6 +75,8 @@ class ItemTable:
             vecs.append(out)
         x = torch.cat(vecs, 0)
         k = n_interests(n, ratio)
+        if warm_start and not compat and self.centroids.shape[0] == k + 1:
+            init = self.centroids[1:]
         res = kmeans(x, k, n_iter=n_iter, init=init, seed=seed, compat=compat)
         self.set_interests(res.labels[:n] + 1, res.labels[n:] + 1, res.centroids)
         return {"k": k, "n_iter": res.n_iter, "inertia": res.inertia}

@@ -37,7 +37,8 @@ class _Task:
             self.model.eval()
             info = self.items.discover_interests(
                 self.model, self.args.interest_ratio, n_iter=self.args.kmeans_iters,
-                init=self.args.kmeans_init, seed=self.seed + epoch, compat=self.args.kmeans_compat)
+                init=self.args.kmeans_init, seed=self.seed + epoch, compat=self.args.kmeans_compat,
+                warm_start=self.args.kmeans_warm_start)
         self.items.broadcast_interests(acc)
         return info
 

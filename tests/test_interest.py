@@ -87,3 +87,12 @@ def test_n_interests():
     assert n_interests(100, 0.02) == 4
     assert n_interests(1, 0.001) == 1
     assert n_interests(4385, 0.5) == math.ceil(4385)
+
+
+def test_warm_start_from_converged_centroids_stops_at_once():
+    x, _, _ = _blobs(k=6, seed=9)
+    cold = kmeans(x, 6, n_iter=50, seed=0)
+    warm = kmeans(x, 6, n_iter=50, init=cold.centroids, seed=123)
+    assert warm.n_iter == 1 and torch.equal(warm.labels, cold.labels)
+    with pytest.raises(ValueError, match="warm-start"):
+        kmeans(x, 5, init=cold.centroids)
