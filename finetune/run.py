@@ -123,6 +123,8 @@ def main(argv=None):
     with acc.main_process_first():
         ds = load_dataset(fargs.data_root, fargs.dataset, max_len=margs.max_seq_length)
     n_items = ds.n_items
+    from accelerate.utils import set_seed
+    set_seed(targs.seed)  # fresh weights (a new model, or a new ID table) depend on the seed only
     with acc.main_process_first():  # downloads / .pth conversion happen once
         model = build_model(margs, fargs, ds, n_items)
     trainable, total = model.set_peft(fargs.peft)

@@ -197,8 +197,12 @@ class Trainer:
                 for mi, midx in enumerate(micro):
                     batch = task.make_batch(midx, acc.process_index, world, st.global_step * accum + mi, acc.device)
                     loss, logs = objective(batch, task.items)
-                    acc.backward(loss / accum)
-                    running = running + loss.detach().float() / accum
+                    # Weight this process's mean loss by its share of the global batch: DDP then
+                    # averages to the exact global mean even when the last batch splits unevenly.
+                    n_local = len(torch.tensor_split(midx, world)[acc.process_index])
+                    weight = n_local * world / len(gidx)
+                    acc.backward(loss * weight)
+                    running = running + loss.detach().float() * weight
                 if args.max_grad_norm > 0:
                     acc.clip_grad_norm_(params, args.max_grad_norm)
                 optimizer.step()

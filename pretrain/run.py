@@ -32,8 +32,6 @@ class PretrainArgs:
 
 
 def main(argv=None):
-    import torch
-
     from missrec.args import ModelArgs, TrainArgs, parse
     from missrec.checkpoint import load_model
     from missrec.config import MISSRecConfig
@@ -57,12 +55,13 @@ def main(argv=None):
                           require_features=("text", "image"))
     if ds.domains is None:
         acc.print(f"note: {pargs.dataset} has no .pt_datasets file; pretraining on it as a single domain")
+    from accelerate.utils import set_seed
+    set_seed(targs.seed)
     if pargs.init_from:
         model = load_model(pargs.init_from)
     else:
         cfg = MISSRecConfig(**asdict(margs), text_dim=ds.features["text"].shape[1],
                             image_dim=ds.features["image"].shape[1], use_id=False, n_items=0)
-        torch.manual_seed(targs.seed)
         model = MISSRec(cfg)
     model.config.source = {"pretrained_on": pargs.dataset, "domains": ds.domains or [pargs.dataset]}
     items = ItemTable.from_dataset(ds, model.config.hidden_size, device=acc.device)

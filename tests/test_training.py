@@ -144,3 +144,24 @@ def test_recommend_returns_raw_ids(data, tmp_path):
     assert [s for _, s in top] == sorted((s for _, s in top), reverse=True)
     with pytest.raises(ValueError, match="unknown item ids"):
         rec.recommend(["nope"])
+
+
+def test_two_process_finetune_equals_one(data, tmp_path):
+    # 95 training rows in batches of 64: the last batch splits 16/15 across the two processes,
+    # which the loop must weight exactly; evaluation is sharded and gathered.
+    args = ["--epochs", "2", "--dropout", "0", "--adam_epsilon", "1e-4", "--patience", "5"]
+    launcher = [str(BIN / "accelerate"), "launch", "--config_file", str(ROOT / "launch" / "cpu2.yaml")]
+    cmd = launcher + [str(ROOT / "finetune" / "run.py"), "--data_root", str(data), "--dataset", "tiny",
+                      "--output_dir", str(tmp_path / "two"), *SMALL, *args]
+    p = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    _finetune(data, tmp_path / "one", *args)
+    two = json.loads((tmp_path / "two" / "results.json").read_text())
+    one = json.loads((tmp_path / "one" / "results.json").read_text())
+    assert two["num_processes"] == 2 and one["num_processes"] == 1
+    a, b = _weights(tmp_path / "two" / "best"), _weights(tmp_path / "one" / "best")
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
+    assert two["best_epoch"] == one["best_epoch"]
+    for split in ("valid", "test"):
+        for k, v in one[split].items():
+            assert abs(two[split][k] - v) < 1e-3, (split, k)
