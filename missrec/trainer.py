@@ -181,13 +181,14 @@ class Trainer:
         st = self.state
         bar = tqdm(total=total, initial=min(st.global_step, total), disable=not (acc.is_main_process and args.progress),
                    desc=task.name, dynamic_ncols=True)
-        t0, seen = time.perf_counter(), 0
+        t0, seen, start_step = time.perf_counter(), 0, st.global_step
         while not st.done and st.epoch < args.epochs and st.global_step < total:
             if not st.epoch_started:
                 info = task.on_epoch_start(st.epoch, acc)
                 st.epoch_started = True
                 if info:
-                    acc.print(f"epoch {st.epoch}: {info}")
+                    acc.print(f"epoch {st.epoch}: interests K={info['k']}, k-means {info['n_iter']} iterations, "
+                              f"inertia {info['inertia']:.4g}")
             objective.train()
             order = batches.order(st.epoch)
             running, n_run = 0.0, 0
@@ -239,7 +240,9 @@ class Trainer:
         elapsed = time.perf_counter() - t0
         if st.step_in_epoch:  # stopped by max_steps inside an epoch
             self.save_checkpoint(f"checkpoint-step{st.global_step}")
-        self.throughput = {"seconds": elapsed, "sequences": seen,
+        steps = st.global_step - start_step
+        self.throughput = {"seconds": elapsed, "steps": steps, "sequences": seen,
+                           "steps_per_s": steps / elapsed if elapsed else float("nan"),
                            "sequences_per_s": seen / elapsed if elapsed else float("nan")}
         if args.log_with:
             acc.end_training()

@@ -78,7 +78,8 @@ def main(argv=None):
         from missrec.fsutil import atomic_write_json
         atomic_write_json(Path(targs.output_dir) / "pretrain_summary.json", summary)
         tp = trainer.throughput
-        acc.print(f"done: {state.global_step} steps, {tp['sequences_per_s']:.1f} sequences/s; "
+        acc.print(f"done: {state.global_step} steps; {tp['steps_per_s']:.2f} steps/s, {tp['sequences_per_s']:.1f} sequences/s "
+                  f"(incl. interest discovery); "
                   f"checkpoints in {targs.output_dir}")
     return state
 
