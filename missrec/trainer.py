@@ -48,6 +48,8 @@ class TrainState:
     best_metric: float = -math.inf
     best_epoch: int = -1
     bad_epochs: int = 0
+    epoch_loss_sum: float = 0.0  # running train loss of the epoch in progress (for mid-epoch resume)
+    epoch_loss_steps: int = 0
     history: list = field(default_factory=list)
     done: bool = False
 
@@ -117,6 +119,7 @@ class Trainer:
         self.acc = accelerator or make_accelerator(args)
         self.out = Path(args.output_dir)
         self.state = TrainState()
+        self._running = (0.0, 0)  # (loss sum, steps) of the epoch in progress
 
     # ---------------------------------------------------------------- checkpoints
     def save_checkpoint(self, name: str) -> Path:
@@ -130,6 +133,8 @@ class Trainer:
         acc.wait_for_everyone()
         acc.save_state(str(tmp / "accelerate"), safe_serialization=True)
         acc.wait_for_everyone()
+        running, n_run = self._running
+        self.state.epoch_loss_sum, self.state.epoch_loss_steps = float(running), n_run
         if acc.is_main_process:
             write_model_files(tmp, self.task.model, self.task.items)
             atomic_write_json(tmp / TRAINER_STATE, asdict(self.state))
@@ -191,7 +196,8 @@ class Trainer:
                               f"inertia {info['inertia']:.4g}")
             objective.train()
             order = batches.order(st.epoch)
-            running, n_run = 0.0, 0
+            # A resumed epoch continues its running loss, so its history entry matches an uninterrupted run.
+            running, n_run = (st.epoch_loss_sum, st.epoch_loss_steps) if st.step_in_epoch else (0.0, 0)
             while st.step_in_epoch < steps_per_epoch and st.global_step < total:
                 gidx = batches.global_batch(order, st.step_in_epoch)
                 micro = torch.tensor_split(gidx, accum)
@@ -212,6 +218,7 @@ class Trainer:
                 st.step_in_epoch += 1
                 st.global_step += 1
                 n_run += 1
+                self._running = (running, n_run)
                 seen += len(gidx)
                 bar.update(1)
                 if st.global_step % max(1, args.log_every) == 0 or st.step_in_epoch == steps_per_epoch:
@@ -234,6 +241,7 @@ class Trainer:
             st.epoch += 1
             st.step_in_epoch = 0
             st.epoch_started = False
+            self._running = (0.0, 0)
             if (st.epoch % max(1, args.save_every) == 0) or st.epoch == args.epochs or st.done:
                 self.save_checkpoint(f"checkpoint-{st.epoch}")
         bar.close()

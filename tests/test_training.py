@@ -66,16 +66,19 @@ def test_two_processes_equal_one(data, tmp_path):
 def test_killed_run_resumes_to_the_same_weights(data, tmp_path):
     args = ["--epochs", "3", "--save_steps", "3"]
     _pretrain(data, tmp_path / "full", *args)
-    # 4 steps per epoch: killed after step 5, the last checkpoint is checkpoint-1 (step 4) + step3.
-    p = _pretrain(data, tmp_path / "cut", *args, env=_env(MISSREC_KILL_AFTER_STEP="5"), check=False)
+    # 4 steps per epoch: killed after step 7, the newest checkpoint is checkpoint-step6, in the
+    # middle of epoch 1, so the resume continues a half-done epoch (data order, RNG, running loss).
+    p = _pretrain(data, tmp_path / "cut", *args, env=_env(MISSREC_KILL_AFTER_STEP="7"), check=False)
     assert p.returncode == 17
     assert not (tmp_path / "cut" / "checkpoint-3").exists()
     p = _pretrain(data, tmp_path / "cut", *args, "--resume_from", "latest")
-    assert "resumed from" in p.stdout + p.stderr
+    assert "checkpoint-step6" in p.stdout + p.stderr
     a, b = _weights(tmp_path / "full" / "checkpoint-3"), _weights(tmp_path / "cut" / "checkpoint-3")
     assert all(torch.equal(a[k], b[k]) for k in a)
     hist = json.loads((tmp_path / "full" / "pretrain_summary.json").read_text())["history"]
     assert hist[-1]["train_loss"] < hist[0]["train_loss"]  # the loss falls
+    resumed = json.loads((tmp_path / "cut" / "pretrain_summary.json").read_text())["history"]
+    assert [h["train_loss"] for h in resumed] == pytest.approx([h["train_loss"] for h in hist], abs=1e-6)
 
 
 def test_item_drop_keeps_modalities_aligned():
