@@ -58,8 +58,6 @@ def build_model(margs, fargs, ds, n_items):
         if (c.text_dim, c.image_dim) != (tdim, idim):
             raise SystemExit(f"error: {fargs.pretrained} expects text/image features of dims {c.text_dim}/{c.image_dim}, "
                              f"but {ds.folder} has {tdim}/{idim} (extract them with the same CLIP model)")
-        if c.max_seq_length < ds.splits["train"].seq.shape[1]:
-            raise SystemExit(f"error: {fargs.pretrained} has max_seq_length {c.max_seq_length}, shorter than the data")
         return model
     cfg = MISSRecConfig(**asdict(margs), text_dim=tdim, image_dim=idim, use_id=use_id, n_items=n_items if use_id else 0)
     return MISSRec(cfg)

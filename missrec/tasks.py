@@ -18,11 +18,7 @@ class _Task:
 
     def __init__(self, name, model, items: ItemTable, train: Split, args, seed: int):
         self.name, self.model, self.items, self.args, self.seed = name, model, items, args, seed
-        self.train = split_tensors(train)
-        L = model.config.max_seq_length
-        if self.train["seq"].shape[1] > L:
-            # Keep the most recent items: sequences are left-aligned, so shift each row.
-            self.train = _truncate(self.train, L)
+        self.train = split_tensors(train.truncated(model.config.max_seq_length))
         self.n_train_rows = len(train)
 
     def make_batch(self, global_idx, rank, world, micro_step, device):
@@ -47,14 +43,6 @@ class _Task:
 
     def after_epoch(self, trainer, state, metrics) -> bool:
         return False
-
-
-def _truncate(t: dict, L: int) -> dict:
-    seq, length = t["seq"], t["length"]
-    start = (length - L).clamp_min(0)
-    idx = (start.unsqueeze(1) + torch.arange(L)).clamp_max(seq.shape[1] - 1)
-    new = seq.gather(1, idx) * (torch.arange(L) < length.clamp_max(L).unsqueeze(1))
-    return {**t, "seq": new, "length": length.clamp_max(L)}
 
 
 class PretrainTask(_Task):
@@ -82,7 +70,8 @@ class FinetuneTask(_Task):
 
     def __init__(self, model, items, splits: dict, args, fargs, best_dir):
         super().__init__("finetune", model, items, splits["train"], args, args.seed)
-        self.splits, self.fargs, self.best_dir = splits, fargs, best_dir
+        self.splits = {k: v.truncated(model.config.max_seq_length) for k, v in splits.items()}
+        self.fargs, self.best_dir = fargs, best_dir
         self.objective = FinetuneObjective(model, gamma_reg=args.gamma_reg)
 
     def evaluate(self, split_name: str, acc) -> dict:

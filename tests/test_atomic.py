@@ -281,3 +281,12 @@ def test_writer_refuses_padding_inside_history(tmp_path):
     with pytest.raises(ValueError, match="padding"):
         write_inter(tmp_path / "x.train.inter", bad)
     assert not (tmp_path / "x.train.inter").exists()
+
+
+def test_split_truncated_keeps_most_recent_items():
+    from missrec.data.atomic import Split
+    sp = Split.from_lists(["u", "v"], [[0, 1, 2, 3, 4], [7]], [5, 8], max_len=6)
+    t = sp.truncated(3)
+    assert t.seq.tolist() == [[3, 4, 5], [8, 0, 0]]  # ids = index + 1
+    assert t.length.tolist() == [3, 1] and t.target.tolist() == sp.target.tolist()
+    assert sp.truncated(6) is sp

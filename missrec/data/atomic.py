@@ -50,6 +50,16 @@ class Split:
     def __len__(self) -> int:
         return len(self.target)
 
+    def truncated(self, max_len: int) -> "Split":
+        """The same rows keeping only the most recent ``max_len`` items of each history."""
+        if self.seq.shape[1] <= max_len:
+            return self
+        start = np.maximum(self.length - max_len, 0)
+        cols = np.minimum(start[:, None] + np.arange(max_len), self.seq.shape[1] - 1)
+        length = np.minimum(self.length, max_len)
+        seq = np.take_along_axis(self.seq, cols, 1) * (np.arange(max_len) < length[:, None])
+        return Split(self.user, seq.astype(np.int64), length.astype(np.int64), self.target)
+
     @classmethod
     def from_lists(cls, users: Sequence, histories: Sequence[Sequence[int]], targets: Sequence[int],
                    max_len: int = MAX_LEN, id_offset: int = 1) -> "Split":
