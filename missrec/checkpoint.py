@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from safetensors.torch import load_file, save_file
 
 from .config import MISSRecConfig
@@ -78,17 +77,3 @@ def load_model(name_or_path: str | Path, dataset: str | Path | None = None, **ov
     model.load_state_dict(state, strict=False)
     model.checkpoint_path = folder
     return model
-
-
-def load_interest_into(folder: str | Path, items) -> bool:
-    p = Path(folder) / "interest.safetensors"
-    if not p.is_file():
-        return False
-    items.load_interest(p)
-    return True
-
-
-def state_dicts_equal(a: dict, b: dict, atol: float = 0.0) -> bool:
-    if a.keys() != b.keys():
-        return False
-    return all(torch.allclose(a[k].float(), b[k].float(), atol=atol, rtol=0) for k in a)

@@ -47,19 +47,26 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; shared clusters expect the usual mode
     try:
         yield tmp
-        if path.exists():
-            # Move the old one aside first so that at no moment is there no complete copy.
-            old = path.with_name(f".{path.name}.old")
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, path)
+        replace_dir(tmp, path)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+def replace_dir(src: Path, dst: Path) -> None:
+    """Rename the finished folder ``src`` onto ``dst``, replacing any old ``dst``.
+
+    The old folder is moved aside first, so at no moment is there no complete copy.
+    """
+    if dst.exists():
+        old = dst.with_name(f".{dst.name}.old")
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(dst, old)
+        os.replace(src, dst)
+        shutil.rmtree(old)
+    else:
+        os.replace(src, dst)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from .fsutil import atomic_path
 from .interest import kmeans, n_interests
 
 
@@ -102,10 +101,6 @@ class ItemTable:
         self.text_interest = state["text_interest"].long().to(self.device)
         self.image_interest = state["image_interest"].long().to(self.device)
         self.centroids = state["interest_embeddings"].float().to(self.device)
-
-    def save_interest(self, path: str | Path) -> None:
-        with atomic_path(path) as tmp:
-            save_file(self.interest_state(), str(tmp))
 
     def load_interest(self, path: str | Path) -> None:
         self.load_interest_state(load_file(str(path)), str(path))

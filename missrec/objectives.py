@@ -65,14 +65,14 @@ def item_drop(seq: torch.Tensor, length: torch.Tensor, keep: torch.Tensor):
 
 class PretrainObjective(nn.Module):
     def __init__(self, model, *, lambda_seq: float = 1e-3, gamma_reg: float = 1e-4,
-                 augmentation: str = "auto", item_keep_prob: float = 0.8,
-                 mask_false_negatives: bool = False):
+                 augmentation: str = "auto", mask_false_negatives: bool = False):
         super().__init__()
         if augmentation not in ("auto", "item_drop", "word_drop", "both"):
             raise ValueError(f"augmentation must be auto|item_drop|word_drop|both, got {augmentation!r}")
         self.model = model
         self.lambda_seq, self.gamma_reg = lambda_seq, gamma_reg
-        self.augmentation, self.item_keep_prob = augmentation, item_keep_prob
+        # The item-drop keep mask arrives in the batch (drawn per global batch by the task).
+        self.augmentation = augmentation
         self.mask_false_negatives = mask_false_negatives
 
     def augment(self, seq, length, keep, items: ItemTable):

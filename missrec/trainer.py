@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from .args import TrainArgs
 from .checkpoint import write_model_files
-from .fsutil import atomic_write_json
+from .fsutil import atomic_write_json, replace_dir
 
 TRAINER_STATE = "trainer_state.json"
 
@@ -138,14 +138,7 @@ class Trainer:
         if acc.is_main_process:
             write_model_files(tmp, self.task.model, self.task.items)
             atomic_write_json(tmp / TRAINER_STATE, asdict(self.state))
-            if final.exists():
-                old = self.out / f".{name}.old"
-                shutil.rmtree(old, ignore_errors=True)
-                os.replace(final, old)
-                os.replace(tmp, final)
-                shutil.rmtree(old)
-            else:
-                os.replace(tmp, final)
+            replace_dir(tmp, final)
         acc.wait_for_everyone()
         return final
 
