@@ -15,13 +15,11 @@ Scorer protocol (implemented by the model and by :mod:`missrec.baselines`):
 from __future__ import annotations
 
 import math
-import os
 from typing import Iterable, Sequence
 
 import numpy as np
 import torch
 
-from .fsutil import atomic_write_json
 
 DEFAULT_KS = (10, 20, 50)
 
@@ -190,8 +188,3 @@ def round_metrics(d: dict, digits: int = 4) -> dict:
     if isinstance(d, float):
         return round(d, digits)
     return d
-
-
-def write_results_json(path: str | os.PathLike, obj) -> None:
-    """Write results atomically (temp file + rename), keys sorted, 2-space indent."""
-    atomic_write_json(path, obj)

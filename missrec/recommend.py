@@ -8,7 +8,6 @@ outputs/finetune-sample_a/id-pt/best, or anything finetune/run.py's --pretrained
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import torch

@@ -9,8 +9,9 @@ import torch
 
 from missrec.baselines import PopularityScorer, RandomScorer, SuccessorScorer, item_counts
 from missrec.data.atomic import Split
+from missrec.fsutil import atomic_write_json
 from missrec.evaluate import (compute_ranks, evaluate, evaluate_ranks, metrics_from_ranks, round_metrics,
-                              write_results_json)
+                              )
 
 
 class MatrixScorer:
@@ -250,7 +251,7 @@ def test_round_and_write_results(tmp_path):
     r = round_metrics(d, 4)
     assert r == {"test": {"recall@10": 0.1235, "n": 3}, "valid": {"ndcg@10": 0.3333}}
     p = tmp_path / "out" / "results.json"
-    write_results_json(p, r)
+    atomic_write_json(p, r)
     assert json.loads(p.read_text()) == r
     assert [x.name for x in p.parent.iterdir()] == ["results.json"]  # no temp file left behind
     assert math.isclose(json.loads(p.read_text())["valid"]["ndcg@10"], 0.3333)

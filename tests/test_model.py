@@ -3,7 +3,6 @@ import torch.nn.functional as F
 
 from missrec.checkpoint import load_model, save_model
 from missrec.config import MISSRecConfig
-from missrec.interest import interest_tokens
 from missrec.items import ItemTable
 from missrec.model import MISSRec, MISSRecScorer
 
@@ -62,7 +61,8 @@ def test_exactness_settings():
         if isinstance(m, torch.nn.LayerNorm):
             assert m.eps == 1e-12
     layer = model.trm_model.encoder.layers[0]
-    assert layer.norm_first is False and layer.activation is F.gelu or layer.activation_relu_or_gelu == 2
+    assert layer.norm_first is False
+    assert layer.activation is F.gelu or layer.activation_relu_or_gelu == 2
 
 
 def _reference_user(model, items, seq, length):

@@ -1,0 +1,154 @@
+"""Finetune MISSRec on one downstream dataset and evaluate it by full ranking.
+
+    python finetune/run.py                                  # embedded sample target "sample_a", from scratch
+    python finetune/run.py --pretrained outputs/pretrain-sample/checkpoint-3 --mode inductive
+    accelerate launch finetune/run.py --config finetune/configs/scientific.yaml --pretrained PATH
+
+--pretrained takes a checkpoint folder of ours, an original MISSRec .pth (converted on the fly),
+a name from checkpoints/registry.json or a Hugging Face Hub repo id; "none" trains from scratch.
+With a pretrained model, parameter-efficient finetuning is the default: only the modality
+adaptors, the input LayerNorm, the fusion scalar and (transductive) the item-ID table train.
+
+Writes to --output_dir: best/ (checkpoint), results.json, results.md, curves.png.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+FINETUNE_DEFAULTS = {"epochs": 300, "train_batch_size": 512, "eval_batch_size": 1024, "interest_ratio": 0.5,
+                     "save_every": 1000000, "output_dir": "outputs/finetune"}
+
+
+@dataclass
+class FinetuneArgs:
+    data_root: str = field(default="", metadata={"help": "Folder holding the dataset folder (empty: the embedded sample)."})
+    dataset: str = field(default="sample_a", metadata={"help": "Dataset name: <data_root>/<dataset>/<dataset>.train.inter etc."})
+    mode: str = field(default="transductive", metadata={"help": "transductive (item-ID embeddings + modalities) or inductive (modalities only)."})
+    pretrained: str = field(default="none", metadata={"help": "Checkpoint folder | original .pth | registry name | Hub repo id | none (from scratch)."})
+    peft: Optional[bool] = field(default=None, metadata={"help": "Parameter-efficient finetuning (freeze transformer + position embedding). Default: on when --pretrained is given."})
+    patience: int = field(default=10, metadata={"help": "Early stop after this many epochs without a better validation metric."})
+    metric: str = field(default="ndcg@10", metadata={"help": "Validation metric that picks the best epoch."})
+    ks: str = field(default="10,20,50", metadata={"help": "Cut-offs K for Recall@K / NDCG@K (comma separated)."})
+    mask_history: bool = field(default=False, metadata={"help": "Exclude each user's history items from the ranking (the paper does not)."})
+    plot: bool = field(default=True, metadata={"help": "Write curves.png (train loss and validation metric per epoch)."})
+
+    @property
+    def ks_tuple(self):
+        return tuple(int(k) for k in self.ks.split(",") if k.strip())
+
+
+def build_model(margs, fargs, ds, n_items):
+    from missrec.checkpoint import load_model
+    from missrec.config import MISSRecConfig
+    from missrec.model import MISSRec
+
+    use_id = fargs.mode == "transductive"
+    tdim, idim = ds.features["text"].shape[1], ds.features["image"].shape[1]
+    if fargs.pretrained.lower() != "none":
+        model = load_model(fargs.pretrained, dataset=ds.folder, use_id=use_id, n_items=n_items if use_id else 0)
+        c = model.config
+        if (c.text_dim, c.image_dim) != (tdim, idim):
+            raise SystemExit(f"error: {fargs.pretrained} expects text/image features of dims {c.text_dim}/{c.image_dim}, "
+                             f"but {ds.folder} has {tdim}/{idim} (extract them with the same CLIP model)")
+        return model
+    cfg = MISSRecConfig(**asdict(margs), text_dim=tdim, image_dim=idim, use_id=use_id, n_items=n_items if use_id else 0)
+    return MISSRec(cfg)
+
+
+def write_reports(out: Path, results: dict, history: list, plot: bool) -> None:
+    from missrec.evaluate import round_metrics
+    from missrec.fsutil import atomic_write_json, atomic_write_text
+
+    atomic_write_json(out / "results.json", round_metrics(results, 4))
+    keys = list(results["test"].keys())
+    lines = [f"# {results['dataset']} — {results['mode']}, pretrained: {results['pretrained']}, peft: {results['peft']}", "",
+             "| split | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
+    for split in ("valid", "test"):
+        lines.append(f"| {split} | " + " | ".join(f"{results[split][k]:.4f}" for k in keys) + " |")
+    lines += ["", f"best epoch: {results['best_epoch']} of {results['epochs_run']}; "
+              f"trainable parameters {results['trainable_params']:,} of {results['total_params']:,}"]
+    atomic_write_text(out / "results.md", "\n".join(lines) + "\n")
+    if plot and history:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        from missrec.fsutil import atomic_path
+        ep = [h["epoch"] for h in history]
+        fig, ax1 = plt.subplots(figsize=(6, 3.5))
+        ax1.plot(ep, [h["train_loss"] for h in history], color="tab:blue", label="train loss")
+        ax1.set_xlabel("epoch")
+        ax1.set_ylabel("train loss", color="tab:blue")
+        key = f"valid_{results['metric']}"
+        if all(key in h for h in history):
+            ax2 = ax1.twinx()
+            ax2.plot(ep, [h[key] for h in history], color="tab:red", label=key)
+            ax2.set_ylabel(key.replace("_", " "), color="tab:red")
+        ax1.set_title(f"{results['dataset']} ({results['mode']}, pretrained: {results['pretrained'] != 'none'})")
+        fig.tight_layout()
+        with atomic_path(out / "curves.png") as tmp:
+            fig.savefig(tmp, format="png", dpi=100)
+        plt.close(fig)
+
+
+def main(argv=None):
+    from missrec.args import ModelArgs, TrainArgs, parse
+    from missrec.checkpoint import load_model
+    from missrec.data.atomic import load_dataset
+    from missrec.items import ItemTable
+    from missrec.tasks import FinetuneTask
+    from missrec.trainer import Trainer, make_accelerator
+
+    margs, targs, fargs = parse((ModelArgs, TrainArgs, FinetuneArgs), argv, description=__doc__,
+                                defaults=FINETUNE_DEFAULTS)
+    if fargs.mode not in ("transductive", "inductive"):
+        raise SystemExit(f"error: --mode must be transductive or inductive, got {fargs.mode!r}")
+    if fargs.peft is None:
+        fargs.peft = fargs.pretrained.lower() != "none"
+    acc = make_accelerator(targs)
+    if not fargs.data_root:
+        from missrec.data.sample import ensure_sample
+        with acc.main_process_first():
+            fargs.data_root = str(ensure_sample())
+    with acc.main_process_first():
+        ds = load_dataset(fargs.data_root, fargs.dataset, max_len=margs.max_seq_length)
+    n_items = ds.n_items
+    from accelerate.utils import set_seed
+    set_seed(targs.seed)  # fresh weights (a new model, or a new ID table) depend on the seed only
+    with acc.main_process_first():  # downloads / .pth conversion happen once
+        model = build_model(margs, fargs, ds, n_items)
+    trainable, total = model.set_peft(fargs.peft)
+    acc.print(f"{fargs.dataset}: {n_items} items, {len(ds.splits['train'])} train / {len(ds.splits['valid'])} valid / "
+              f"{len(ds.splits['test'])} test rows; mode {fargs.mode}, pretrained {fargs.pretrained}, "
+              f"peft {fargs.peft}: {trainable:,} trainable of {total:,} parameters")
+    items = ItemTable.from_dataset(ds, model.config.hidden_size, device=acc.device)
+    out = Path(targs.output_dir)
+    task = FinetuneTask(model, items, ds.splits, targs, fargs, out / "best")
+    trainer = Trainer(targs, task, acc)
+    state = trainer.train()
+
+    # Test with the best checkpoint (weights and the interest clusters of that epoch).
+    best = load_model(out / "best").to(acc.device)
+    items.load_interest(out / "best" / "interest.safetensors")
+    task.model = best
+    results = {"dataset": fargs.dataset, "mode": fargs.mode, "pretrained": fargs.pretrained, "peft": fargs.peft,
+               "metric": fargs.metric, "valid": task.evaluate("valid", acc), "test": task.evaluate("test", acc),
+               "best_epoch": state.best_epoch, "epochs_run": state.epoch, "trainable_params": trainable,
+               "total_params": total, "history": state.history, "num_processes": acc.num_processes,
+               "throughput": trainer.throughput}
+    if acc.is_main_process:
+        write_reports(out, results, state.history, fargs.plot)
+        t = results["test"]
+        acc.print("test: " + ", ".join(f"{k} {v:.4f}" for k, v in t.items()) + f"  (best epoch {state.best_epoch}); "
+                  f"results in {out / 'results.json'}")
+    return results
+
+
+def cli(argv=None) -> int:
+    """Console-script entry: one-line errors; exit status 0 (main's return value is for callers)."""
+    from missrec.cli import run
+    run(main, argv)
+    return 0
+
