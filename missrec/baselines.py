@@ -6,8 +6,16 @@ They are sanity floors: a learned sequential model must beat all of them.
 """
 from __future__ import annotations
 
+import os
+from pathlib import Path
+from typing import Sequence
+
 import numpy as np
 import torch
+
+from .data.atomic import load_dataset
+from .data.sample import target_domains
+from .evaluate import evaluate
 
 
 def _rows(split):
@@ -127,3 +135,33 @@ class SuccessorScorer:
     def score_pairs(self, last: torch.Tensor, item_ids: torch.Tensor) -> torch.Tensor:
         last = last.to(item_ids.device)
         return self._pair_counts(last * (self.n_items + 1) + item_ids) + self.tiebreak.to(item_ids.device)[item_ids]
+
+
+# ----------------------------------------------------------------------------- tables
+def baseline_table(root: str | os.PathLike, names: Sequence[str] | None = None, *, split: str = "test",
+                   ks: Sequence[int] = (10, 20, 50), seed: int = 0, progress: bool = False) -> dict:
+    """Random / popularity / most-frequent-successor metrics on each target domain's ``split``.
+
+    ``root`` is the folder holding the dataset folders; ``names`` defaults to the embedded sample's
+    target domains (what missrec/data/sample.py's ``ensure_sample`` returns). The baselines are
+    fitted on the train split only. Returns ``{domain: {baseline: metrics}}``.
+    """
+    root = Path(root)
+    if names is None:
+        names = target_domains(root)
+    out = {}
+    for name in names:
+        ds = load_dataset(root, name, splits=("train", split), require_features=())
+        train, n = ds.splits["train"], ds.n_items
+        scorers = {"random": RandomScorer(n, seed), "popularity": PopularityScorer.from_split(train, n),
+                   "successor": SuccessorScorer(train, n)}
+        out[name] = {k: evaluate(s, ds.splits[split], n, ks=ks, progress=progress) for k, s in scorers.items()}
+    return out
+
+
+def format_baseline_table(results: dict, cols: Sequence[str] = ("recall@10", "ndcg@10", "recall@50")) -> str:
+    lines = [f"{'domain':<12}{'baseline':<12}" + "".join(f"{c:>11}" for c in cols)]
+    for dom, per in results.items():
+        for base, m in per.items():
+            lines.append(f"{dom:<12}{base:<12}" + "".join(f"{m[c]:>11.4f}" for c in cols))
+    return "\n".join(lines)

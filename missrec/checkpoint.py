@@ -1,79 +1,82 @@
 """Our checkpoint folder: ``config.json`` + ``model.safetensors`` (+ ``interest.safetensors``).
 
+The one place that knows this layout: the detector (:func:`is_checkpoint_folder`), the writer
+(:func:`write_files` into a folder being built, :func:`save_checkpoint` for a whole folder,
+written to a temp dir and renamed into place) and the readers. It works on plain dicts and
+tensors and imports no model code, so every writer (training, finetuning's best model, the .pth
+import in missrec/pth.py) can use it; building a model from a folder is ``MISSRec.from_pretrained``.
+
 Training checkpoints add accelerate's state (optimizer, scheduler, RNG) and ``trainer_state.json``
-in the same folder; a folder is always written to a temp dir and renamed into place.
+in the same folder (missrec/trainer.py).
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+import torch
 from safetensors.torch import load_file, save_file
 
 from .config import MISSRecConfig
-from .fsutil import atomic_dir
+from .fsutil import atomic_dir, atomic_write_json
+
+CONFIG, WEIGHTS, INTEREST = "config.json", "model.safetensors", "interest.safetensors"
 
 
-def write_model_files(folder: str | Path, model, items=None) -> None:
-    """Write config/weights/interest into an existing (temporary) folder."""
+def is_checkpoint_folder(path: str | os.PathLike) -> bool:
+    p = Path(path)
+    return (p / CONFIG).is_file() and (p / WEIGHTS).is_file()
+
+
+def write_files(folder: str | os.PathLike, config: dict, weights: dict[str, torch.Tensor],
+                interest: dict[str, torch.Tensor] | None = None) -> None:
+    """Write the checkpoint files into ``folder`` (an existing, usually temporary, folder)."""
     folder = Path(folder)
+    save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()}, str(folder / WEIGHTS),
+              metadata={"format": "pt"})
+    if interest is not None:
+        save_file({k: v.detach().contiguous().cpu() for k, v in interest.items()}, str(folder / INTEREST),
+                  metadata={"format": "pt"})
+    atomic_write_json(folder / CONFIG, config)
+
+
+def save_checkpoint(path: str | os.PathLike, config: dict, weights: dict[str, torch.Tensor],
+                    interest: dict[str, torch.Tensor] | None = None, *, overwrite: bool = True) -> Path:
+    """Write a whole checkpoint folder atomically; refuse to replace anything but a checkpoint folder."""
+    out = Path(path)
+    if out.exists():
+        if not out.is_dir():
+            raise FileExistsError(f"{out}: exists and is not a folder")
+        if any(out.iterdir()):
+            if not is_checkpoint_folder(out):
+                raise FileExistsError(f"{out}: folder exists, is not empty and is not a checkpoint folder; "
+                                      "choose another output folder")
+            if not overwrite:
+                raise FileExistsError(f"{out}: a checkpoint folder already exists there (use --overwrite)")
+    with atomic_dir(out) as tmp:
+        write_files(tmp, config, weights, interest)
+    return out
+
+
+def write_model_files(folder: str | os.PathLike, model, items=None) -> None:
+    """:func:`write_files` for a model (``config`` + ``state_dict``) and its item table's interests."""
     model = getattr(model, "module", model)
-    model.config.save(folder / "config.json")
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
-    if items is not None:
-        save_file(items.interest_state(), str(folder / "interest.safetensors"))
+    write_files(folder, model.config.to_dict(), model.state_dict(),
+                items.interest_state() if items is not None else None)
 
 
-def save_model(path: str | Path, model, items=None) -> None:
-    with atomic_dir(path) as tmp:
-        write_model_files(tmp, model, items)
+def save_model(path: str | os.PathLike, model, items=None) -> Path:
+    model = getattr(model, "module", model)
+    return save_checkpoint(path, model.config.to_dict(), model.state_dict(),
+                           items.interest_state() if items is not None else None)
 
 
-def resolve_checkpoint(name_or_path: str | Path, dataset: str | Path | None = None) -> Path:
-    """A local checkpoint folder, or whatever missrec.hub can turn into one (.pth, registry, Hub id).
-
-    ``dataset`` (a dataset folder) lets an original transductive .pth map its item rows to ours.
-    """
-    p = Path(name_or_path)
-    if p.is_dir() and (p / "config.json").is_file():
-        return p
-    if p.is_dir():
-        raise FileNotFoundError(f"{p}: not a checkpoint folder (no config.json)")
-    from . import hub
-    return Path(hub.resolve(str(name_or_path), dataset=dataset))
+def read_config(folder: str | os.PathLike) -> MISSRecConfig:
+    return MISSRecConfig.load(Path(folder) / CONFIG)
 
 
-def load_model(name_or_path: str | Path, dataset: str | Path | None = None, **overrides):
-    """Build a MISSRec from a checkpoint; ``overrides`` change config fields (e.g. use_id, n_items).
-
-    Weights whose shapes no longer fit (e.g. an ID table for another catalogue) are an error;
-    weights absent from the file (e.g. a new ID table) keep their fresh initialisation.
-    """
-    from .model import MISSRec
-    folder = resolve_checkpoint(name_or_path, dataset)
-    cfg = MISSRecConfig.load(folder / "config.json")
-    d = cfg.to_dict()
-    d.update(overrides)
-    model = MISSRec(MISSRecConfig.from_dict(d))
-    wpath = folder / "model.safetensors"
-    if not wpath.is_file():
-        raise FileNotFoundError(f"{wpath}: not found")
-    state = load_file(str(wpath))
-    if overrides.get("use_id") is not None and "item_embedding.weight" in state:
-        own = model.state_dict().get("item_embedding.weight")
-        if own is None or own.shape != state["item_embedding.weight"].shape:
-            state.pop("item_embedding.weight")  # the ID table belongs to another catalogue
-    own = model.state_dict()
-    unexpected = sorted(set(state) - set(own))
-    if unexpected:
-        raise ValueError(f"{wpath}: unexpected weights {unexpected[:8]}")
-    for k, v in state.items():
-        if own[k].shape != v.shape:
-            raise ValueError(f"{wpath}: '{k}' has shape {tuple(v.shape)}, the model expects {tuple(own[k].shape)}")
-    missing = sorted(set(own) - set(state))
-    allowed_missing = {"item_embedding.weight"}
-    if set(missing) - allowed_missing:
-        raise ValueError(f"{wpath}: missing weights {sorted(set(missing) - allowed_missing)[:8]}")
-    model.load_state_dict(state, strict=False)
-    model.checkpoint_path = folder
-    return model
+def read_weights(folder: str | os.PathLike) -> dict[str, torch.Tensor]:
+    path = Path(folder) / WEIGHTS
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found")
+    return load_file(str(path))

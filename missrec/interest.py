@@ -87,16 +87,15 @@ def kmeans(x: torch.Tensor, k: int, *, n_iter: int = 20, tol: float = 1e-4, init
         if init.shape != (k, x.shape[1]):
             raise ValueError(f"warm-start centroids have shape {tuple(init.shape)}, expected {(k, x.shape[1])}")
         centroids = init.to(x.device, torch.float32).clone()
-    elif init == "auto":
-        init = "k-means++" if k <= 1024 else "random"
-    if torch.is_tensor(init):
-        pass
-    elif init == "k-means++":
-        centroids = _kmeans_pp(x, k, gen)
-    elif init == "random":
-        centroids = x[torch.randperm(n, generator=gen)[:k].to(x.device)].clone()
     else:
-        raise ValueError(f"kmeans init must be 'k-means++', 'random' or 'auto', got {init!r}")
+        if init == "auto":
+            init = "k-means++" if k <= 1024 else "random"
+        if init == "k-means++":
+            centroids = _kmeans_pp(x, k, gen)
+        elif init == "random":
+            centroids = x[torch.randperm(n, generator=gen)[:k].to(x.device)].clone()
+        else:
+            raise ValueError(f"kmeans init must be 'k-means++', 'random' or 'auto', got {init!r}")
 
     labels = dists = None
     it = 0

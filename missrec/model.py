@@ -16,7 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checkpoint import WEIGHTS, read_config, read_weights, save_model
 from .config import MISSRecConfig
+from .hub import resolve
 from .interest import interest_tokens
 from .items import ItemTable
 
@@ -143,13 +145,40 @@ class MISSRec(nn.Module):
 
     # ------------------------------------------------------------------ checkpoints
     def save_pretrained(self, path: str | Path, items: ItemTable | None = None) -> None:
-        from .checkpoint import save_model
         save_model(path, self, items)
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, **overrides) -> "MISSRec":
-        from .checkpoint import load_model
-        return load_model(path, **overrides)
+    def from_pretrained(cls, name_or_path: str | Path, dataset: str | Path | None = None,
+                        **overrides) -> "MISSRec":
+        """Build a model from anything ``--pretrained`` accepts (see missrec/hub.py).
+
+        ``overrides`` change config fields (e.g. use_id, n_items); ``dataset`` (a dataset folder)
+        lets an original transductive .pth map its item rows to ours. Weights whose shapes no
+        longer fit are an error, except an ID table for another catalogue, which is dropped;
+        weights absent from the file (e.g. a new ID table) keep their fresh initialisation.
+        """
+        folder = resolve(name_or_path, dataset=dataset)
+        d = read_config(folder).to_dict()
+        d.update(overrides)
+        model = cls(MISSRecConfig.from_dict(d))
+        state = read_weights(folder)
+        wpath = folder / WEIGHTS
+        own = model.state_dict()
+        if overrides.get("use_id") is not None and "item_embedding.weight" in state:
+            mine = own.get("item_embedding.weight")
+            if mine is None or mine.shape != state["item_embedding.weight"].shape:
+                state.pop("item_embedding.weight")  # the ID table belongs to another catalogue
+        unexpected = sorted(set(state) - set(own))
+        if unexpected:
+            raise ValueError(f"{wpath}: unexpected weights {unexpected[:8]}")
+        for k, v in state.items():
+            if own[k].shape != v.shape:
+                raise ValueError(f"{wpath}: '{k}' has shape {tuple(v.shape)}, the model expects {tuple(own[k].shape)}")
+        missing = sorted(set(own) - set(state) - {"item_embedding.weight"})
+        if missing:
+            raise ValueError(f"{wpath}: missing weights {missing[:8]}")
+        model.load_state_dict(state, strict=False)
+        return model
 
 
 class MISSRecScorer:

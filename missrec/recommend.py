@@ -12,17 +12,17 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import load_model, resolve_checkpoint
 from .data.atomic import load_dataset
+from .hub import resolve
 from .items import ItemTable
-from .model import MISSRecScorer
+from .model import MISSRec, MISSRecScorer
 
 
 class Recommender:
     def __init__(self, checkpoint: str, data_root: str, dataset: str, device: str | None = None,
                  interest_ratio: float = 0.5, seed: int = 0):
-        folder = resolve_checkpoint(checkpoint)
-        self.model = load_model(folder).eval()
+        folder = resolve(checkpoint)
+        self.model = MISSRec.from_pretrained(folder).eval()
         self.ds = load_dataset(data_root, dataset, splits=(), max_len=self.model.config.max_seq_length,
                                check_finite=False)
         c = self.model.config

@@ -13,8 +13,8 @@ from PIL import Image
 
 open_clip = pytest.importorskip("open_clip")
 
-from features import extract  # noqa: E402
-from features import prepare_amazon  # noqa: E402
+from missrec.features import extract  # noqa: E402
+from missrec.features import amazon as prepare_amazon  # noqa: E402
 from missrec.data.atomic import load_dataset, read_features, read_meta  # noqa: E402
 from missrec.fsutil import sha256_file  # noqa: E402
 from tests._features_helpers import TINY_CONFIG, TINY_MODEL, make_catalogue, png, tiny_config_file, write_amazon_dump  # noqa: E402

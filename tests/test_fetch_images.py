@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from PIL import Image
 
-from features import fetch_images as fi
+from missrec.features import images as fi
 from tests._features_helpers import jpeg_bytes, png
 
 JPEG = jpeg_bytes(1)

@@ -16,7 +16,7 @@ import json
 import numpy as np
 import pytest
 
-from features import prepare_amazon as pa
+from missrec.features import amazon as pa
 from missrec.data.atomic import load_dataset, read_index_map, read_inter, read_meta, read_text
 from tests._features_helpers import FOOD_INTERACTIONS, FOOD_META, write_amazon_dump
 

@@ -180,8 +180,8 @@ def test_pretrain_checkpoint_converts_and_loads_equal(tmp_path, legacy):
     assert cfg["source"]["original_config"]["MODEL_TYPE"].startswith("recbole.utils.enum_type.ModelType(2")
 
     # ... and it loads into our model with the same tensors.
-    from missrec.checkpoint import load_model
-    model = load_model(out)
+    from missrec.model import MISSRec
+    model = MISSRec.from_pretrained(out)
     own = model.state_dict()
     for k, v in sd.items():
         assert torch.equal(own[k], v), k
@@ -292,7 +292,7 @@ def test_malicious_zip_checkpoint_is_refused_and_never_runs(tmp_path, capsys):
         assert b"system" in z.read([n for n in z.namelist() if n.endswith("data.pkl")][0])
     with pytest.raises(pth.UnsafePickleError, match=r"posix\.system|os\.system|nt\.system"):
         pth.read_original(evil)
-    from checkpoints.convert import main
+    from missrec.convert import main
     assert main([str(evil), str(tmp_path / "out")]) == 2
     assert "refused" in capsys.readouterr().err
     assert not marker.exists()
@@ -358,8 +358,8 @@ def test_transductive_checkpoint_rows_are_permuted_to_our_order(tmp_path):
         for r, tok in enumerate(RECBOLE_TOKENS[1:], start=1):
             assert interest[ours][int(tok) + 1] == sd[orig][r]
 
-    from missrec.checkpoint import load_model
-    model = load_model(out)
+    from missrec.model import MISSRec
+    model = MISSRec.from_pretrained(out)
     assert torch.equal(model.state_dict()["item_embedding.weight"], ids)
 
 
@@ -419,7 +419,7 @@ def test_shape_errors_name_the_key(tmp_path):
 
 
 def test_convert_cli(tmp_path, capsys):
-    from checkpoints.convert import main
+    from missrec.convert import main
     sd = original_state_dict("pretrain")
     src = tmp_path / "p.pth"
     save_original(src, sd, "pretrain")

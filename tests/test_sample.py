@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 from missrec.data.atomic import load_dataset, read_index_map, read_text
-from missrec.data.sample import (MARKER, SampleConfig, baseline_table, ensure_sample, generate, main,
-                                 read_summary)
+from missrec.baselines import baseline_table
+from missrec.data.sample import MARKER, SampleConfig, ensure_sample, generate, read_summary
+from missrec.recipes.sample import main
 
 SMALL = dict(n_sources=2, source_items=120, source_users=150, n_targets=1, target_items=150, target_users=200)
 

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from features import extract
-from features.text_encoder import HFTextEncoder, TextEncoderError, minilm_dir, resolve_source
+from missrec.features import extract
+from missrec.features.text_encoder import HFTextEncoder, TextEncoderError, minilm_dir, resolve_source
 from missrec.data.atomic import read_meta
 from missrec.fsutil import sha256_file
 from tests._features_helpers import make_catalogue

@@ -33,7 +33,6 @@ default sample on first use under ``$MISSREC_DATA_ROOT`` (or ``./data``) ``/samp
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -44,9 +43,10 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from filelock import FileLock
 
 from ..fsutil import atomic_dir, atomic_write_json, atomic_write_text, sha256_file
-from .atomic import (FEATURE_SUFFIXES, MAX_LEN, Split, load_dataset, write_dataset, write_features,
+from .atomic import (FEATURE_SUFFIXES, MAX_LEN, Split, write_dataset, write_features,
                      write_index_map, write_inter, write_text)
 
 GENERATOR_VERSION = 1
@@ -515,6 +515,13 @@ def _domain_stats(dom: _Domain, role: str) -> dict:
 
 
 # ----------------------------------------------------------------------------- default location
+def target_domains(root: str | os.PathLike) -> list[str]:
+    """Names of the single-domain target folders (``sample_a``, ...) under ``root``."""
+    return sorted(p.name for p in Path(root).iterdir()
+                  if p.is_dir() and p.name.startswith(TARGET_PREFIX) and (p / f"{p.name}.item2index").is_file()
+                  and not (p / f"{p.name}.pt_datasets").exists())
+
+
 def default_root() -> Path:
     return Path(os.environ.get("MISSREC_DATA_ROOT", "./data"))
 
@@ -532,7 +539,7 @@ def ensure_sample(root: str | os.PathLike | None = None, seed: int = 0, *, force
     target = root / "sample"
     want = {"generator_version": GENERATOR_VERSION, "seed": int(seed), "config": asdict(SampleConfig(**sizes))}
     root.mkdir(parents=True, exist_ok=True)
-    with _lock(root / ".sample.lock"):
+    with FileLock(str(root / ".sample.lock")):
         if not force and _marker_matches(target / MARKER, want):
             return target
         # Temp folders of runs killed mid-way (we hold the lock, so none is in use).
@@ -552,26 +559,6 @@ def _marker_matches(path: Path, want: dict) -> bool:
     return isinstance(have, dict) and all(have.get(k) == v for k, v in want.items())
 
 
-class _lock:
-    """Exclusive advisory lock on a file (no-op where fcntl is unavailable)."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def __enter__(self):
-        self.f = open(self.path, "a+")
-        try:
-            import fcntl
-
-            fcntl.flock(self.f, fcntl.LOCK_EX)
-        except ImportError:
-            pass
-        return self
-
-    def __exit__(self, *exc):
-        self.f.close()
-
-
 def read_summary(sample_dir: str | os.PathLike) -> dict:
     """The marker written by :func:`ensure_sample` (version, seed, sizes, per-domain stats)."""
     path = Path(sample_dir) / MARKER
@@ -581,40 +568,6 @@ def read_summary(sample_dir: str | os.PathLike) -> dict:
         raise FileNotFoundError(f"{path}: no complete sample here ({e})") from None
 
 
-# ----------------------------------------------------------------------------- baselines
-def baseline_table(root: str | os.PathLike, names: Sequence[str] | None = None, *, split: str = "test",
-                   ks: Sequence[int] = (10, 20, 50), seed: int = 0, progress: bool = False) -> dict:
-    """Random / popularity / most-frequent-successor metrics on each target domain's ``split``.
-
-    ``root`` is the folder holding the target dataset folders (what :func:`ensure_sample` returns).
-    The baselines are fitted on the train split only. Returns ``{domain: {baseline: metrics}}``.
-    """
-    from ..baselines import PopularityScorer, RandomScorer, SuccessorScorer
-    from ..evaluate import evaluate
-
-    root = Path(root)
-    if names is None:
-        names = sorted(p.name for p in root.iterdir()
-                       if p.is_dir() and p.name.startswith(TARGET_PREFIX) and (p / f"{p.name}.item2index").is_file()
-                       and not (p / f"{p.name}.pt_datasets").exists())
-    out = {}
-    for name in names:
-        ds = load_dataset(root, name, splits=("train", split), require_features=())
-        train, n = ds.splits["train"], ds.n_items
-        scorers = {"random": RandomScorer(n, seed), "popularity": PopularityScorer.from_split(train, n),
-                   "successor": SuccessorScorer(train, n)}
-        out[name] = {k: evaluate(s, ds.splits[split], n, ks=ks, progress=progress) for k, s in scorers.items()}
-    return out
-
-
-def format_baseline_table(results: dict, cols: Sequence[str] = ("recall@10", "ndcg@10", "recall@50")) -> str:
-    lines = [f"{'domain':<12}{'baseline':<12}" + "".join(f"{c:>11}" for c in cols)]
-    for dom, per in results.items():
-        for base, m in per.items():
-            lines.append(f"{dom:<12}{base:<12}" + "".join(f"{m[c]:>11.4f}" for c in cols))
-    return "\n".join(lines)
-
-
 def format_summary(domains: Sequence[dict]) -> str:
     lines = [f"{'domain':<12}{'role':<8}{'items':>7}{'users':>7}{'interactions':>14}{'density':>9}"
              f"{'no text':>9}{'no image':>9}"]
@@ -622,45 +575,3 @@ def format_summary(domains: Sequence[dict]) -> str:
         lines.append(f"{d['name']:<12}{d['role']:<8}{d['items']:>7}{d['users']:>7}{d['interactions']:>14}"
                      f"{d['density']:>9.4f}{d['missing_text']:>9}{d['missing_image']:>9}")
     return "\n".join(lines)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        prog="missrec-sample",
-        description="Generate (if needed) the embedded synthetic multi-domain sample under ROOT/sample and print "
-                    "its size and the random / popularity / most-frequent-successor baselines on the target "
-                    "domains' test split.")
-    ap.add_argument("--root", default=None,
-                    help="data root; the sample goes to ROOT/sample (default: $MISSREC_DATA_ROOT or ./data)")
-    ap.add_argument("--seed", type=int, default=0, help="generator seed (same seed => identical files; default 0)")
-    ap.add_argument("--force", action="store_true", help="regenerate even if a complete sample with this seed exists")
-    ap.add_argument("--no-baselines", action="store_true", help="skip the baseline evaluation")
-    defaults = SampleConfig()
-    helps = {"n_sources": "number of source domains, pooled into the pretraining corpus sample_pt",
-             "n_targets": "number of small target domains sample_a, sample_b, ...",
-             "source_items": "items per source domain", "source_users": "users per source domain",
-             "target_items": "items per target domain", "target_users": "users per target domain"}
-    for f, h in helps.items():
-        ap.add_argument("--" + f.replace("_", "-"), type=int, default=getattr(defaults, f), metavar="N",
-                        help=f"{h} (default {getattr(defaults, f)})")
-    ap.add_argument("--source-images", action="store_true",
-                    help="also write PNGs for the source domains (sample_pt/images/<domain>/)")
-    args = ap.parse_args(argv)
-    sizes = {f: getattr(args, f) for f in helps}
-    if args.source_images:
-        sizes["source_images"] = True
-    t0 = time.perf_counter()
-    try:
-        path = ensure_sample(args.root, args.seed, force=args.force, progress=True, **sizes)
-    except ValueError as e:
-        ap.error(str(e))
-    print(f"sample at {path} (seed {args.seed}, {time.perf_counter() - t0:.1f}s)")
-    print(format_summary(read_summary(path)["domains"]))
-    if not args.no_baselines:
-        print("\nbaselines on the target domains' test split (full ranking, fitted on train):")
-        print(format_baseline_table(baseline_table(path, progress=False)))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -40,14 +40,13 @@ class FinetuneArgs:
 
 
 def build_model(margs, fargs, ds, n_items):
-    from missrec.checkpoint import load_model
     from missrec.config import MISSRecConfig
     from missrec.model import MISSRec
 
     use_id = fargs.mode == "transductive"
     tdim, idim = ds.features["text"].shape[1], ds.features["image"].shape[1]
     if fargs.pretrained.lower() != "none":
-        model = load_model(fargs.pretrained, dataset=ds.folder, use_id=use_id, n_items=n_items if use_id else 0)
+        model = MISSRec.from_pretrained(fargs.pretrained, dataset=ds.folder, use_id=use_id, n_items=n_items if use_id else 0)
         c = model.config
         if (c.text_dim, c.image_dim) != (tdim, idim):
             raise SystemExit(f"error: {fargs.pretrained} expects text/image features of dims {c.text_dim}/{c.image_dim}, "
@@ -95,9 +94,9 @@ def write_reports(out: Path, results: dict, history: list, plot: bool) -> None:
 
 def main(argv=None):
     from missrec.args import ModelArgs, TrainArgs, parse
-    from missrec.checkpoint import load_model
     from missrec.data.atomic import load_dataset
     from missrec.items import ItemTable
+    from missrec.model import MISSRec
     from missrec.tasks import FinetuneTask
     from missrec.trainer import Trainer, make_accelerator
 
@@ -130,7 +129,7 @@ def main(argv=None):
     state = trainer.train()
 
     # Test with the best checkpoint (weights and the interest clusters of that epoch).
-    best = load_model(out / "best").to(acc.device)
+    best = MISSRec.from_pretrained(out / "best").to(acc.device)
     items.load_interest(out / "best" / "interest.safetensors")
     task.model = best
     results = {"dataset": fargs.dataset, "mode": fargs.mode, "pretrained": fargs.pretrained, "peft": fargs.peft,

@@ -29,7 +29,6 @@ class PretrainArgs:
 
 def main(argv=None):
     from missrec.args import ModelArgs, TrainArgs, parse
-    from missrec.checkpoint import load_model
     from missrec.config import MISSRecConfig
     from missrec.data.atomic import load_dataset
     from missrec.items import ItemTable
@@ -54,7 +53,7 @@ def main(argv=None):
     from accelerate.utils import set_seed
     set_seed(targs.seed)
     if pargs.init_from:
-        model = load_model(pargs.init_from)
+        model = MISSRec.from_pretrained(pargs.init_from)
     else:
         cfg = MISSRecConfig(**asdict(margs), text_dim=ds.features["text"].shape[1],
                             image_dim=ds.features["image"].shape[1], use_id=False, n_items=0)
