@@ -29,7 +29,7 @@ test: setup
 	$(PY) -m pytest -q
 
 bench: setup
-	$(PY) benchmarks/run_all.py --quick
+	$(PY) -m benchmarks.run_all --quick
 
 clean:
 	rm -rf outputs data/sample

@@ -1,6 +1,6 @@
 """Throughput of the features stage: items/s for CLIP text and image features.
 
-Runs the same code paths as features/extract.py (ClipEncoder; ImageItems decoding through a
+Runs the same code paths as missrec/features/extract.py (ClipEncoder; ImageItems decoding through a
 DataLoader) on synthetic catalogues: titles of random words and JPEG files of random pixels.
 Models get random weights (``--pretrained none``), which cost the same time as trained ones.
 Per model and modality it reports the end-to-end rate (tokenize or decode + preprocess + encode)
@@ -12,12 +12,8 @@ and the model-only rate (pre-tokenized / pre-processed inputs), median over repe
 from __future__ import annotations
 
 import json
-import sys
 import tempfile
 from pathlib import Path
-
-if __package__ in (None, ""):  # run as a script: make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 import torch
@@ -51,7 +47,7 @@ def _jpegs(folder: Path, n: int, rng: np.random.Generator, size: int) -> list[Pa
 
 
 def bench_model(model: str, ctx: Ctx, texts: list[str], images: list[Path], batch: int, workers: int) -> list[dict]:
-    from features.extract import ClipEncoder, ImageItems, autocast
+    from missrec.features.extract import ClipEncoder, ImageItems, autocast
 
     enc = ClipEncoder(model, "none", ctx.device, seed=ctx.seed)
     precision = ctx.dtype_name

@@ -9,12 +9,6 @@ Cluster ids use the finetuning ratio (K = N items for N = 26k). Integer work: --
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-if __package__ in (None, ""):  # run as a script: make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import numpy as np
 import torch
 

@@ -17,12 +17,6 @@ model's estimate in the JSON (`*_model_s`) so the model can be checked against r
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-if __package__ in (None, ""):  # run as a script: make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import time
 
 import torch

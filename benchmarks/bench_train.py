@@ -26,12 +26,6 @@ Validation is not part of the epoch here: see bench_eval for its users/s.
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-if __package__ in (None, ""):  # run as a script: make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import copy
 import math
 import time

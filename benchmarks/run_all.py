@@ -20,9 +20,6 @@ import time
 import traceback
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 BENCHES = ["interest_tokens", "kmeans", "train", "eval", "features"]
 KINDS = {"items": "time vs number of items", "batch": "time vs batch size", "seqlen": "time vs sequence length"}
 
