@@ -12,20 +12,24 @@ from pathlib import Path
 
 import yaml
 
+from .config import MISSRecConfig
+
+PAPER = MISSRecConfig()  # the defaults below are the model config's, not copies of them
+
 
 @dataclass
 class ModelArgs:
     """Architecture (the paper's sizes by default). Ignored when starting from a checkpoint."""
 
-    hidden_size: int = field(default=300, metadata={"help": "Transformer width (adaptors map CLIP dims to this)."})
-    n_heads: int = field(default=4, metadata={"help": "Attention heads."})
-    inner_size: int = field(default=256, metadata={"help": "Feed-forward width."})
-    num_encoder_layers: int = field(default=1, metadata={"help": "Interest-encoder layers."})
-    num_decoder_layers: int = field(default=1, metadata={"help": "Item-decoder layers."})
-    dropout: float = field(default=0.5, metadata={"help": "Dropout in the transformer and on the input tokens."})
-    max_seq_length: int = field(default=50, metadata={"help": "Longest history (older items are cut)."})
-    temperature: float = field(default=0.07, metadata={"help": "Logit temperature tau."})
-    fusion: str = field(default="dynamic_shared", metadata={"help": "Item-side fusion: dynamic_shared (learned) or static (mean)."})
+    hidden_size: int = field(default=PAPER.hidden_size, metadata={"help": "Transformer width (adaptors map CLIP dims to this)."})
+    n_heads: int = field(default=PAPER.n_heads, metadata={"help": "Attention heads."})
+    inner_size: int = field(default=PAPER.inner_size, metadata={"help": "Feed-forward width."})
+    num_encoder_layers: int = field(default=PAPER.num_encoder_layers, metadata={"help": "Interest-encoder layers."})
+    num_decoder_layers: int = field(default=PAPER.num_decoder_layers, metadata={"help": "Item-decoder layers."})
+    dropout: float = field(default=PAPER.dropout, metadata={"help": "Dropout in the transformer and on the input tokens."})
+    max_seq_length: int = field(default=PAPER.max_seq_length, metadata={"help": "Longest history (older items are cut)."})
+    temperature: float = field(default=PAPER.temperature, metadata={"help": "Logit temperature tau."})
+    fusion: str = field(default=PAPER.fusion, metadata={"help": "Item-side fusion: dynamic_shared (learned) or static (mean)."})
 
 
 @dataclass

@@ -11,7 +11,11 @@ from .fsutil import atomic_write_json
 
 @dataclass
 class MISSRecConfig:
-    """The paper's configuration by default (DESIGN section 4)."""
+    """The paper's configuration by default.
+
+    These defaults are the one copy of the paper's hyper-parameters: ``args.ModelArgs`` (the
+    command line) and the original-checkpoint import (``PAPER_DEFAULTS``) read them from here.
+    """
 
     hidden_size: int = 300
     n_heads: int = 4
@@ -68,3 +72,7 @@ class MISSRecConfig:
             return cls.from_dict(d)
         except (TypeError, ValueError) as e:
             raise ValueError(f"{path}: {e}") from None
+
+
+# The paper's value of every field that has one (for missing entries of an original checkpoint).
+PAPER_DEFAULTS = {f.name: f.default for f in dataclasses.fields(MISSRecConfig) if f.default is not dataclasses.MISSING}

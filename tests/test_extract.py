@@ -98,16 +98,35 @@ def test_features_match_open_clip_and_missing_rows_are_zero(tiny, tmp_path, caps
     assert not (other / "Toy.feat1CLS").exists()
 
 
-def test_kill_and_resume_is_byte_identical(tiny, tmp_path, capsys):
+def _killed_after(monkeypatch, n: int) -> None:
+    """The run dies (as on SIGINT) right after its n-th shard write."""
+    real, done = extract.ShardStore.save, []
+
+    def save(self, *args, **kwargs):
+        real(self, *args, **kwargs)
+        done.append(1)
+        if len(done) == n:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(extract.ShardStore, "save", save)
+
+
+def test_kill_and_resume_is_byte_identical(tiny, tmp_path, capsys, monkeypatch):
     full = _toy(tmp_path / "full")
     assert extract.main(_args(full, "--text_aug_drop", "0.3")) == 0
     part = _toy(tmp_path / "part")
-    # 3 shards per file, 3 files: stop after 1, then after 6 more (mid image), then finish.
-    assert extract.main(_args(part, "--text_aug_drop", "0.3", "--max_shards", "1")) == extract.STOPPED_EXIT
+    # 3 shards per file, 3 files: killed after 1, then after 6 more (mid image), then finish.
+    _killed_after(monkeypatch, 1)
+    with pytest.raises(KeyboardInterrupt):
+        extract.main(_args(part, "--text_aug_drop", "0.3"))
     shards = part / ".Toy.shards"
     assert len(list(shards.glob("text-*.status.npy"))) == 1 and not (part / "Toy.feat1CLS").exists()
-    assert extract.main(_args(part, "--text_aug_drop", "0.3", "--max_shards", "6")) == extract.STOPPED_EXIT
+    monkeypatch.undo()
+    _killed_after(monkeypatch, 6)
+    with pytest.raises(KeyboardInterrupt):
+        extract.main(_args(part, "--text_aug_drop", "0.3"))
     assert len(list(shards.glob("*.status.npy"))) == 7
+    monkeypatch.undo()
     (shards / ".image-000002-deadbeef.npy.x1.tmp").write_bytes(b"half a shard from a killed write")
     capsys.readouterr()
     assert extract.main(_args(part, "--text_aug_drop", "0.3")) == 0
@@ -123,9 +142,12 @@ def test_kill_and_resume_is_byte_identical(tiny, tmp_path, capsys):
     assert not np.allclose(t1[0], t2[0]) and not t2[3].any()
 
 
-def test_changed_input_recomputes_only_its_shard(tiny, tmp_path, capsys):
+def test_changed_input_recomputes_only_its_shard(tiny, tmp_path, capsys, monkeypatch):
     part = _toy(tmp_path / "a")
-    assert extract.main(_args(part, "--modalities", "text", "--max_shards", "2")) == extract.STOPPED_EXIT
+    _killed_after(monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt):
+        extract.main(_args(part, "--modalities", "text"))
+    monkeypatch.undo()
     texts = dict(TEXTS, **{IDS[0]: "a completely different title"})
     for folder in (part, tmp_path / "b" / "Toy"):
         make_catalogue(folder, "Toy", IDS, texts, {})

@@ -66,7 +66,7 @@ def test_exactness_settings():
 
 
 def _reference_user(model, items, seq, length):
-    """Step-by-step re-statement of DESIGN section 4, one row at a time."""
+    """Step-by-step re-statement of MISSRec.forward (missrec/model.py), one row at a time."""
     outs = []
     for s, n in zip(seq, length):
         s = s[:n].unsqueeze(0)

@@ -14,7 +14,7 @@ feature-based sequence model can beat the successor counts on sparse items (it c
 ``A`` through the features), and a model pretrained on the large source domains has already
 learned ``A`` and ``W`` when it meets a small target domain.
 
-What is written (DESIGN.md section 3 formats), under ``<root>``:
+What is written (the atomic-file formats of missrec/data/atomic.py), under ``<root>``:
 
 * ``sample_a/``, ``sample_b/``: the small *target* domains, each a single-domain dataset folder
   (``.train/.valid/.test.inter``, ``.item2index``, ``.user2index``, ``.text``, ``.feat1CLS``
@@ -400,7 +400,7 @@ def _write_pngs(folder: Path, raw_ids, pixels: np.ndarray, skip: np.ndarray) -> 
 
 # ----------------------------------------------------------------------------- splits
 def _splits(seqs: np.ndarray, lens: np.ndarray, offset: int, max_hist: int = MAX_LEN) -> dict[str, Split]:
-    """Leave-one-out (DESIGN.md section 3), vectorised: train rows are every prefix of
+    """Leave-one-out, vectorised: train rows are every prefix of
     ``items[:-2]`` with a history of >= 1, valid predicts ``items[-2]``, test ``items[-1]``;
     histories keep their last ``max_hist`` items. ``offset`` turns 0-based indices into ids."""
     n_users = len(lens)

@@ -16,16 +16,14 @@ and are counted in the summary.
 Work is done in shards of ``--shard_size`` items saved as ``.npy`` files in ``.<name>.shards/``
 next to the outputs; a killed run, started again with the same arguments, resumes from the
 shards (a shard is reused only if the model, settings and that shard's inputs are unchanged), and
-the finished files are byte-identical to an uninterrupted run. ``--max_shards N`` stops cleanly
-after N new shards (exit code 75) to split a long job across time-limited jobs.
+the finished files are byte-identical to an uninterrupted run (a job scheduler with a time limit
+just runs the same command again until it exits 0).
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import json
-import logging
 import math
 import os
 import shutil
@@ -37,26 +35,15 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 from tqdm import tqdm
 
+from missrec.data.atomic import FEATURE_SUFFIXES as SUFFIX
 from missrec.data.atomic import DataFormatError, read_index_map, read_meta, read_text, write_meta
-from missrec.fsutil import atomic_path, sha256_file
+from missrec.fsutil import atomic_path
+from missrec.features.clip import (ENCODED, NO_INPUT, UNREADABLE, ClipEncoder, ExtractError, ImageItems,
+                                   autocast, resolve_device, resolve_precision)
 from missrec.features.images import index_images
 from missrec.features.text_encoder import HFTextEncoder, TextEncoderError
-
-STOPPED_EXIT = 75  # EX_TEMPFAIL: "try again" -- what a job scheduler loop should re-run on
-SUFFIX = {"text": "feat1CLS", "text_aug": "feat2CLS", "image": "feat3CLS"}
-# Shard status codes (one int8 per item).
-NO_INPUT, ENCODED, UNREADABLE = 0, 1, 2
-
-
-class ExtractError(RuntimeError):
-    """A user-facing failure; main() prints it as one line."""
-
-
-class _Stopped(Exception):
-    pass
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -136,146 +123,6 @@ def drop_words(text: str, p: float, seed: int, index: int) -> str:
     return " ".join(w for w, k in zip(words, keep) if k)
 
 
-def open_rgb(path) -> Image.Image:
-    with Image.open(path) as im:
-        im.load()
-        if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-            # Product shots with transparent backgrounds are meant to be seen on white, not black.
-            rgba = im.convert("RGBA")
-            bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-            bg.alpha_composite(rgba)
-            return bg.convert("RGB")
-        return im.convert("RGB")
-
-
-class ImageItems(torch.utils.data.Dataset):
-    """Decoded, preprocessed images by row; runs in DataLoader workers. Missing/unreadable -> zeros."""
-
-    def __init__(self, paths: Sequence[Path | None], transform, shape: tuple[int, ...]):
-        self.paths = [None if p is None else str(p) for p in paths]
-        self.transform = transform
-        self.shape = shape
-
-    def __len__(self):
-        return len(self.paths)
-
-    def __getitem__(self, i):
-        p = self.paths[i]
-        if p is None:
-            return torch.zeros(self.shape), NO_INPUT
-        try:
-            return self.transform(open_rgb(p)), ENCODED
-        except Exception:  # noqa: BLE001 -- any decode failure means "no image" for this item
-            return torch.zeros(self.shape), UNREADABLE
-
-
-# ----------------------------------------------------------------------------- models
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ExtractError("--device cuda requested but no CUDA device is available")
-    return dev
-
-
-def resolve_precision(name: str, device: torch.device) -> str:
-    if name != "auto":
-        return name
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "fp32"
-
-
-def autocast(device: torch.device, precision: str):
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype={"fp16": torch.float16, "bf16": torch.bfloat16}[precision])
-
-
-def _one_line(e: BaseException) -> str:
-    s = str(e).strip()
-    return (s.splitlines()[0] if s else type(e).__name__)[:200]
-
-
-def _local_weights_hint() -> str:
-    return ("download the weights elsewhere and pass --pretrained /path/to/open_clip_model.safetensors "
-            "(a weights file) or --pretrained local-dir:<dir> (a folder with open_clip_config.json and the "
-            "weights); --pretrained none gives random weights")
-
-
-class ClipEncoder:
-    """An open_clip model with its tokenizer and image transform, in eval mode."""
-
-    def __init__(self, model: str, pretrained: str, device: torch.device, seed: int = 0):
-        import open_clip
-
-        self.device = device
-        info = {"library": f"open_clip {open_clip.__version__}", "model": model, "pretrained": pretrained,
-                "random_weights": False}
-        model_name, weights, is_tag = model, None, False
-        if not pretrained.startswith("local-dir:") and model not in open_clip.list_models():
-            raise ExtractError(f"--model {model}: unknown open_clip model (see open_clip.list_models(), "
-                               "or register a config with --model_config FILE.json)")
-        if pretrained.startswith("local-dir:"):
-            d = Path(pretrained[len("local-dir:"):]).expanduser()
-            if not (d / "open_clip_config.json").is_file():
-                raise ExtractError(f"--pretrained {pretrained}: {d}/open_clip_config.json not found "
-                                   "(a local-dir folder holds open_clip_config.json and the weights file)")
-            model_name = f"local-dir:{d}"
-            info["model"] = model_name
-            found = open_clip.factory._find_checkpoint_in_dir(d)
-            if found is None:
-                raise ExtractError(f"--pretrained {pretrained}: no *.safetensors/*.bin/*.pth weights in {d}")
-            info["weights_sha256"] = sha256_file(found)
-        elif pretrained.lower() == "none":
-            info.update(pretrained="none", random_weights=True, seed=seed)
-        elif Path(pretrained).expanduser().is_file():
-            weights = str(Path(pretrained).expanduser())
-            info["weights_sha256"] = sha256_file(weights)
-        elif os.sep in pretrained or pretrained.endswith((".safetensors", ".bin", ".pt", ".pth", ".npz")):
-            raise ExtractError(f"--pretrained {pretrained}: weights file not found")
-        else:
-            tags = open_clip.list_pretrained_tags_by_model(model)
-            if pretrained not in tags:
-                raise ExtractError(f"--pretrained {pretrained}: not a weights file and not a tag of {model} "
-                                   f"(tags: {', '.join(tags) or 'none'}; or 'none' for random weights)")
-            weights, is_tag = pretrained, True
-            cfg = open_clip.get_pretrained_cfg(model, pretrained)
-            if cfg.get("hf_hub"):
-                info["hf_hub"] = cfg["hf_hub"]
-        # open_clip logs its own ERROR/WARNING lines before raising; our one-line message replaces them.
-        prev = logging.root.manager.disable
-        logging.disable(logging.ERROR)
-        try:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)  # random weights (--pretrained none) are reproducible
-                m, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=weights)
-        except Exception as e:  # noqa: BLE001 -- download/parse failures come in many types
-            if is_tag:
-                raise ExtractError(f"could not load the '{pretrained}' weights of {model} ({_one_line(e)}); "
-                                   f"without network, {_local_weights_hint()}") from None
-            raise ExtractError(f"could not load {model_name} weights from {pretrained} ({_one_line(e)})") from None
-        finally:
-            logging.disable(prev)
-        self.model = m.eval().to(device)
-        self.preprocess = preprocess
-        self.tokenizer = open_clip.get_tokenizer(model_name)
-        # The transform's output shape, for the zero placeholders of missing images.
-        self.image_shape = tuple(preprocess(Image.new("RGB", (8, 8))).shape)
-        info["preprocess"] = repr(preprocess).replace("\n", " ")
-        self.info = info
-
-    @torch.inference_mode()
-    def encode_text(self, texts: Sequence[str]) -> np.ndarray:
-        tokens = self.tokenizer(list(texts)).to(self.device)
-        return self.model.encode_text(tokens).float().cpu().numpy()
-
-    @torch.inference_mode()
-    def encode_image(self, batch: torch.Tensor) -> np.ndarray:
-        return self.model.encode_image(batch.to(self.device, non_blocking=True)).float().cpu().numpy()
-
-
 # ----------------------------------------------------------------------------- shards
 def _digest(*parts) -> str:
     h = hashlib.sha256()
@@ -322,21 +169,6 @@ class ShardStore:
 
     def remove(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
-
-
-@dataclass
-class Budget:
-    """How many new shards this run may still compute (None = unlimited)."""
-
-    left: int | None
-
-    def spend(self) -> None:
-        if self.left is not None:
-            self.left -= 1
-
-    @property
-    def exhausted(self) -> bool:
-        return self.left is not None and self.left <= 0
 
 
 @dataclass
@@ -434,7 +266,7 @@ class Extractor:
         return out
 
     # -- computing shards
-    def run_catalogue(self, cat: Catalogue, modalities: Sequence[str], budget: Budget) -> dict:
+    def run_catalogue(self, cat: Catalogue, modalities: Sequence[str]) -> dict:
         store = ShardStore(cat.folder, cat.prefix)
         n, S = len(cat), self.s.shard_size
         n_shards = math.ceil(n / S)
@@ -454,16 +286,13 @@ class Extractor:
             todo = [k for k in range(n_shards) if not store.has(job.key, k, digests[job.key][k])]
             if todo and len(todo) < n_shards:
                 print(f"[{cat.prefix}] {SUFFIX[job.key]}: resuming, {n_shards - len(todo)} of {n_shards} shards done", flush=True)
-            if todo:
-                if budget.exhausted:
-                    raise _Stopped
-                if job.key == "image":
-                    self._image_shards(cat, job, todo, digests[job.key], store, budget)
-                else:
-                    self._text_shards(cat, job, todo, digests[job.key], store, budget)
+            if todo and job.key == "image":
+                self._image_shards(cat, job, todo, digests[job.key], store)
+            elif todo:
+                self._text_shards(cat, job, todo, digests[job.key], store)
         return self._assemble(cat, jobs, digests, store, n_shards)
 
-    def _text_shards(self, cat, job, todo, digests, store, budget):
+    def _text_shards(self, cat, job, todo, digests, store):
         S, B = self.s.shard_size, self.s.batch_size
         encode = self.text_fn()
         dim = None
@@ -483,11 +312,8 @@ class Extractor:
                         feats[rows] = self._finish(encode([texts[r] for r in rows]))
                 store.save(job.key, k, digests[k], feats, status)
                 bar.update(hi - lo)
-                budget.spend()
-                if budget.exhausted and k != todo[-1]:
-                    raise _Stopped
 
-    def _image_shards(self, cat, job, todo, digests, store, budget):
+    def _image_shards(self, cat, job, todo, digests, store):
         S, B = self.s.shard_size, self.s.batch_size
         dataset = ImageItems(cat.images, self.clip.preprocess, self.clip.image_shape)
         # Batches never straddle shards, so a resumed shard is computed on exactly the same batches.
@@ -518,9 +344,6 @@ class Extractor:
                 bar.update(len(rows))
                 if j + 1 == len(batches) or owner[j + 1] != k:
                     store.save(job.key, k, digests[k], feats, status)
-                    budget.spend()
-                    if budget.exhausted and j + 1 < len(batches):
-                        raise _Stopped  # leaving the loop shuts the DataLoader workers down
 
     # -- assembling
     def _assemble(self, cat, jobs, digests, store, n_shards) -> dict:
@@ -614,8 +437,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads for the encoders (default: torch's choice, usually one per core)")
     p.add_argument("--seed", type=int, default=0, help="seed of random weights (--pretrained none) and of word dropping")
-    p.add_argument("--max_shards", type=int, default=None,
-                   help=f"stop cleanly after computing this many new shards (exit code {STOPPED_EXIT}); rerun to continue")
     return p
 
 
@@ -654,22 +475,16 @@ def run(args: argparse.Namespace) -> int:
     clip = ClipEncoder(args.model, args.pretrained, device, args.seed) if need_clip else None
     hf = HFTextEncoder(args.text_encoder, device, args.text_max_tokens) if args.text_encoder else None
     ex = Extractor(settings, device, precision, clip, hf)
-    budget = Budget(args.max_shards)
     print(f"features: {len(cats)} catalogue(s), {sum(len(c) for c in cats)} items, device {device}, "
           f"precision {precision}, modalities {' '.join(modalities)}", flush=True)
     summaries = {}
-    try:
-        for cat in cats:
-            t0 = time.time()
-            summary = ex.run_catalogue(cat, modalities, budget)
-            _write_catalogue_meta(cat, summary, ex.head_info())
-            ShardStore(cat.folder, cat.prefix).remove()  # only once outputs and meta are in place
-            _print_summary(cat.prefix, summary, time.time() - t0)
-            summaries[cat.prefix] = summary
-    except _Stopped:
-        print(f"stopped after --max_shards {args.max_shards} new shards; run the same command again to continue",
-              flush=True)
-        return STOPPED_EXIT
+    for cat in cats:
+        t0 = time.time()
+        summary = ex.run_catalogue(cat, modalities)
+        _write_catalogue_meta(cat, summary, ex.head_info())
+        ShardStore(cat.folder, cat.prefix).remove()  # only once outputs and meta are in place
+        _print_summary(cat.prefix, summary, time.time() - t0)
+        summaries[cat.prefix] = summary
     for suffix in ("feat2CLS", "feat1CLS", "feat3CLS"):
         for cat in cats:
             if suffix not in summaries[cat.prefix] and (cat.folder / f"{cat.prefix}.{suffix}").is_file():
