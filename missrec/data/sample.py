@@ -30,6 +30,11 @@ A share of items (``missing_share``, default 5%) lacks one modality: half of the
 
 Same seed and sizes => byte-identical files on the same platform. :func:`ensure_sample` builds the
 default sample on first use under ``$MISSREC_DATA_ROOT`` (or ``./data``) ``/sample``.
+
+Longer than ~500 lines on purpose: it is one generator whose steps draw from one seeded random
+stream in a fixed order (world, then each domain, then the files); kept in one file so that the
+order, which the byte-identical guarantee depends on, reads top to bottom. The command line
+(``missrec-sample``) is missrec/recipes/sample.py.
 """
 from __future__ import annotations
 
