@@ -105,6 +105,7 @@ def test_interrupted_run_leaves_nothing_and_next_run_succeeds(server, tmp_path):
     with pytest.raises(dl.DownloadError, match="run the same command again"):
         dl.download_url(server.url("/ckpt.pth"), tmp_path / "ckpt.pth", SHA, retries=0, progress=False)
     assert _leftovers(tmp_path) == []  # no partial file: the temp file is removed
+    assert len(server.requests) == 1  # retries=0: one transfer, no second try
     out = dl.download_url(server.url("/ckpt.pth"), tmp_path / "ckpt.pth", SHA, retries=0, progress=False)
     assert out.read_bytes() == PAYLOAD
     assert server.requests[-1]["range"] is None
