@@ -13,6 +13,11 @@ from .config import MISSRecConfig
 from .fsutil import atomic_dir
 
 
+def is_checkpoint_folder(path: str | Path) -> bool:
+    p = Path(path)
+    return (p / "config.json").is_file() and (p / "model.safetensors").is_file()
+
+
 def write_model_files(folder: str | Path, model, items=None) -> None:
     """Write config/weights/interest into an existing (temporary) folder."""
     folder = Path(folder)

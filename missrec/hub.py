@@ -27,8 +27,9 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+from .checkpoint import is_checkpoint_folder
 from .fsutil import sha256_file
-from .pth import convert_pth, is_checkpoint_folder
+from .pth import convert_pth
 
 __all__ = ["resolve", "convert_cached"]
 
