@@ -2,7 +2,7 @@
 
     python checkpoints/convert.py IN.pth OUT_DIR [--dataset DIR] [--allow-unknown]
 
-The file is read by a restricted unpickler (missrec/pth.py): tensors are rebuilt from the raw
+The file is read by a restricted unpickler (missrec/unpickle.py): tensors are rebuilt from the raw
 storages, RecBole's pickled Config becomes an inert placeholder whose values we read, and any
 attempt to call something else (os.system, eval, ...) stops the import with an error. Nothing
 from RecBole is needed.

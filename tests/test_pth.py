@@ -265,6 +265,9 @@ def _payloads(marker: Path):
     yield "exec", pickle.dumps(_RunCommand(exec, f"import os; os.system({cmd!r})"), protocol=4)
     import subprocess
     yield "subprocess", pickle.dumps(_RunCommand(subprocess.call, ["touch", str(marker)]), protocol=2)
+    nested = {"state_dict": collections.OrderedDict(w=torch.zeros(1)),
+              "other_parameter": [(1, {"hook": _RunCommand(subprocess.Popen, ["touch", str(marker)])})]}
+    yield "subprocess.Popen nested", pickle.dumps(nested, protocol=4)
     yield "INST opcode", f"(S'{cmd}'\nios\nsystem\n.".encode()
     # getattr(os.path, "system")(cmd), assembled by hand
     yield "getattr chain", (b"\x80\x02cbuiltins\ngetattr\ncos\npath\nX\x06\x00\x00\x00system\x86R"
@@ -310,6 +313,71 @@ def test_calling_a_placeholder_class_is_refused_but_building_one_is_inert():
     # BUILD on a real object (not a placeholder) is refused too.
     with pytest.raises(pth.UnsafePickleError, match="BUILD"):
         pth.restricted_loads(b"\x80\x02]}b.")
+
+
+class _Reduce:
+    """Pickles as an arbitrary (callable, args[, state]) triple."""
+
+    def __init__(self, *reduce_value):
+        self.reduce_value = reduce_value
+
+    def __reduce__(self):
+        return self.reduce_value
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
+def test_nested_popen_in_a_torch_file_is_refused_and_never_runs(tmp_path, legacy):
+    import subprocess
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pth"
+    inner = {"final_config_dict": {"callbacks": [_RunCommand(subprocess.Popen, ["touch", str(marker)])]}}
+    torch.save({"state_dict": original_state_dict("pretrain"), "config": inner}, evil,
+               _use_new_zipfile_serialization=not legacy)
+    assert zipfile.is_zipfile(evil) != legacy
+    with pytest.raises(pth.UnsafePickleError, match=r"refusing to call subprocess\.Popen"):
+        pth.load_pth(evil)
+    assert not marker.exists()
+
+
+def test_allow_listed_callables_cannot_smuggle_a_call(tmp_path):
+    marker = tmp_path / "pwned"
+    cmd = f"touch {marker}"
+    # A tensor-subclass rebuild whose "rebuild function" is os.system.
+    smuggled = _Reduce(torch._tensor._rebuild_from_type_v2, (os.system, torch.Tensor, (cmd,), {}))
+    with pytest.raises(pth.UnsafePickleError, match="system"):
+        pth.restricted_loads(pickle.dumps(smuggled, protocol=2))
+    # A state_dict whose `items` attribute would shadow the method read_original calls.
+    shadow = _Reduce(collections.OrderedDict, (), {"items": _RunCommand(os.system, cmd)})
+    with pytest.raises(pth.UnsafePickleError):
+        pth.restricted_loads(pickle.dumps(shadow, protocol=2))
+    shadow = _Reduce(collections.OrderedDict, (), {"items": os.system})
+    with pytest.raises(pth.UnsafePickleError, match="BUILD"):
+        pth.restricted_loads(pickle.dumps(shadow, protocol=2))
+    assert not marker.exists()
+
+
+def test_extension_registry_cannot_bypass_find_class(tmp_path):
+    import copyreg
+    marker = tmp_path / "pwned"
+    code = 240  # copyreg reserves 240..255 for private use
+    copyreg.add_extension(os.system.__module__, "system", code)
+    try:
+        payload = pickle.dumps(_RunCommand(os.system, f"touch {marker}"), protocol=2)
+        assert pickle.EXT1 + bytes([code]) in payload
+        # A plain unpickler resolving the code (without calling it) leaves the real os.system in
+        # copyreg's process-wide cache, where the next EXT1 would find it without find_class.
+        assert pickle.loads(pickle.PROTO + b"\x02" + pickle.EXT1 + bytes([code]) + pickle.STOP) is os.system
+        with pytest.raises(pth.UnsafePickleError, match="EXT1"):
+            pth.restricted_loads(payload)
+    finally:
+        copyreg.remove_extension(os.system.__module__, "system", code)
+    assert not marker.exists()
+
+
+def test_find_class_never_imports():
+    assert "antigravity" not in sys.modules  # importing it would open a web browser
+    obj = pth.restricted_loads(b"\x80\x02cantigravity\nfly\n.")
+    assert obj.pickle_name == "antigravity.fly" and "antigravity" not in sys.modules
 
 
 # ----------------------------------------------------------------------------- finetuned checkpoints
