@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +54,7 @@ class TrainArgs:
     seed: int = field(default=2023, metadata={"help": "Seed of initialisation, data order, augmentation and k-means."})
     save_every: int = field(default=10, metadata={"help": "Write checkpoint-<epoch> every this many epochs (and at the end)."})
     save_steps: int = field(default=0, metadata={"help": "Also write checkpoint-step<N> every N steps (0: off)."})
+    save_total_limit: int = field(default=0, metadata={"help": "Keep only the newest N checkpoints (0: keep all)."})
     resume_from: str = field(default="", metadata={"help": "Checkpoint folder to resume from, or 'latest' (newest in output_dir)."})
     mixed_precision: str = field(default="auto", metadata={"help": "auto (bf16 on a GPU that has it, else fp32) | no | bf16 | fp16."})
     cpu: bool = field(default=False, metadata={"help": "Train on the CPU even if a GPU is present."})
@@ -65,6 +67,19 @@ class TrainArgs:
     kmeans_compat: bool = field(default=False, metadata={"help": "Reproduce the original's single-step clustering."})
     gamma_reg: float = field(default=1e-4, metadata={"help": "Weight of the interest regulariser."})
     progress: bool = field(default=True, metadata={"help": "Show progress bars (main process only)."})
+
+    def __post_init__(self):
+        # The training loop's sizes and counts, checked at parse time: before any data is read.
+        for name, low in (("epochs", 1), ("train_batch_size", 1), ("gradient_accumulation_steps", 1),
+                          ("save_every", 1), ("save_steps", 0), ("save_total_limit", 0), ("warmup_steps", 0),
+                          ("log_every", 1), ("max_steps", -1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"--{name}: expected an integer >= {low}, got {value!r}")
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise ValueError(f"--learning_rate: expected a positive number, got {self.learning_rate!r}")
+        if self.lr_scheduler not in ("constant", "linear", "cosine"):
+            raise ValueError(f"--lr_scheduler: expected constant, linear or cosine, got {self.lr_scheduler!r}")
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):

@@ -22,7 +22,11 @@ class _Task:
         self.n_train_rows = len(train)
 
     def make_batch(self, global_idx, rank, world, micro_step, device):
-        """This process's slice of a global (micro-)batch of row indices."""
+        """This process's slice of a global (micro-)batch of row indices.
+
+        ``micro_step`` numbers the run's micro-batches: a seed for per-batch randomness that any
+        process count draws alike (PretrainTask's item drop).
+        """
         local = torch.tensor_split(global_idx, world)[rank]
         return {k: v[local].to(device, non_blocking=True) for k, v in self.train.items()}
 
@@ -38,11 +42,9 @@ class _Task:
         self.items.broadcast_interests(acc)
         return info
 
-    def on_epoch_end(self, epoch, acc):
+    def on_epoch_end(self, epoch, acc) -> dict:
+        """Metrics of the finished epoch (the Trainer logs them and may select on one)."""
         return {}
-
-    def after_epoch(self, trainer, state, metrics) -> bool:
-        return False
 
 
 class PretrainTask(_Task):
@@ -66,12 +68,12 @@ class PretrainTask(_Task):
 
 
 class FinetuneTask(_Task):
-    """Full-softmax finetuning with per-epoch validation, early stopping and a best checkpoint."""
+    """Full-softmax finetuning with per-epoch validation metrics (the Trainer selects the best epoch)."""
 
-    def __init__(self, model, items, splits: dict, args, fargs, best_dir):
+    def __init__(self, model, items, splits: dict, args, fargs):
         super().__init__("finetune", model, items, splits["train"], args, args.seed)
         self.splits = {k: v.truncated(model.config.max_seq_length) for k, v in splits.items()}
-        self.fargs, self.best_dir = fargs, best_dir
+        self.fargs = fargs
         self.objective = FinetuneObjective(model, gamma_reg=args.gamma_reg)
 
     def evaluate(self, split_name: str, acc) -> dict:
@@ -88,16 +90,3 @@ class FinetuneTask(_Task):
     def on_epoch_end(self, epoch, acc):
         m = self.evaluate("valid", acc)
         return {f"valid_{k}": v for k, v in m.items()}
-
-    def after_epoch(self, trainer, state, metrics) -> bool:
-        key = f"valid_{self.fargs.metric}"
-        value = metrics[key]
-        if value > state.best_metric:
-            state.best_metric, state.best_epoch, state.bad_epochs = value, state.epoch, 0
-            if trainer.acc.is_main_process:
-                from .checkpoint import save_model
-                save_model(self.best_dir, self.model, self.items)
-            trainer.acc.wait_for_everyone()
-        else:
-            state.bad_epochs += 1
-        return state.bad_epochs >= self.fargs.patience

@@ -1,16 +1,20 @@
 """Training loop: distributed == single process, resume == uninterrupted, PEFT freezes, outputs."""
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from _tiny import make_corpus, make_domain
 from missrec.items import ItemTable
+from missrec.trainer import clean_stale
 from missrec.objectives import item_drop
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,11 +104,12 @@ def test_item_drop_keeps_modalities_aligned():
         assert torch.equal(regathered[real], table[new][real])
 
 
-def _finetune(data, out, *extra):
-    cmd = [sys.executable, str(ROOT / "finetune" / "run.py"), "--data_root", str(data), "--dataset", "tiny",
-           "--output_dir", str(out), *SMALL, *extra]
-    p = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
-    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+def _finetune(data, out, *extra, dataset="tiny", launcher=None, env=None, check=True):
+    cmd = (launcher or [sys.executable]) + [str(ROOT / "finetune" / "run.py"), "--data_root", str(data),
+                                             "--dataset", dataset, "--output_dir", str(out), *SMALL, *extra]
+    p = subprocess.run(cmd, env=env or _env(), capture_output=True, text=True, timeout=300)
+    if check:
+        assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     return p
 
 
@@ -168,3 +173,114 @@ def test_two_process_finetune_equals_one(data, tmp_path):
     for split in ("valid", "test"):
         for k, v in one[split].items():
             assert abs(two[split][k] - v) < 1e-3, (split, k)
+
+
+def _tree(folder):
+    """Every file under ``folder`` with its bytes: to show that nothing was rewritten."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(Path(folder).rglob("*")) if p.is_file()}
+
+
+def _temp_leftovers(folder):
+    return sorted(p.name for p in Path(folder).iterdir() if p.name.endswith((".tmp", ".old")))
+
+
+def test_killed_finetune_resumes_to_the_same_best_and_ignores_temp_folders(data, tmp_path):
+    args = ["--epochs", "3", "--patience", "5"]
+    _finetune(data, tmp_path / "full", *args)
+    cut = tmp_path / "cut"
+    # 95 rows in batches of 64: 2 steps per epoch, so step 3 is inside epoch 1 and checkpoint-1 is the newest.
+    p = _finetune(data, cut, *args, env=_env(MISSREC_KILL_AFTER_STEP="3"), check=False)
+    assert p.returncode == 17
+    assert sorted(d.name for d in cut.iterdir() if d.name.startswith("checkpoint-")) == ["checkpoint-1"]
+    # What a kill in the middle of a later write leaves: a temp checkpoint that claims to be newer,
+    # and a half-written best/. Neither may be resumed from or survive the next run.
+    shutil.copytree(cut / "checkpoint-1", cut / ".checkpoint-2.tmp")
+    state = json.loads((cut / ".checkpoint-2.tmp" / "trainer_state.json").read_text())
+    (cut / ".checkpoint-2.tmp" / "trainer_state.json").write_text(json.dumps({**state, "global_step": 999}))
+    (cut / ".best.tmp").mkdir()
+    (cut / ".best.tmp" / "model.safetensors").write_bytes(b"")
+    p = _finetune(data, cut, *args, "--resume_from", "latest")
+    assert f"resumed from {cut / 'checkpoint-1'} at epoch 1, step 2" in p.stdout + p.stderr
+    assert _temp_leftovers(cut) == []
+    assert sorted(d.name for d in cut.iterdir() if d.name.startswith("checkpoint-")) == ["checkpoint-3"]
+    a, b = _weights(tmp_path / "full" / "best"), _weights(cut / "best")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    full, resumed = (json.loads((d / "results.json").read_text()) for d in (tmp_path / "full", cut))
+    for key in ("valid", "test", "best_epoch", "epochs_run", "history"):
+        assert resumed[key] == full[key], key
+
+
+def test_clean_stale_removes_unfinished_writes_and_restores_a_swapped_out_folder(tmp_path):
+    for name in (".checkpoint-4.tmp", ".checkpoint-step8.old", "checkpoint-step8", ".best.old", ".best.tmp",
+                 ".keep.tmp", "checkpoint-2"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "f").write_text(name)
+    clean_stale(tmp_path, r"checkpoint-(?:\d+|step\d+)")
+    clean_stale(tmp_path, "best")
+    # .best.old: killed between moving best/ aside and renaming the new one in, so it comes back.
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".keep.tmp", "best", "checkpoint-2", "checkpoint-step8"]
+    assert (tmp_path / "best" / "f").read_text() == ".best.old"
+    assert (tmp_path / "checkpoint-step8" / "f").read_text() == "checkpoint-step8"
+
+
+def _diverged_step(p) -> int:
+    last = p.stderr.strip().splitlines()[-1]
+    m = re.fullmatch(r"error: training diverged at step (\d+) \(epoch \d+\): loss .*", last)
+    assert m, p.stderr[-2000:]
+    return int(m[1])
+
+
+def test_huge_learning_rate_stops_at_the_bad_step_and_keeps_the_last_checkpoint(data, tmp_path):
+    out = tmp_path / "ft"
+    p = _finetune(data, out, "--epochs", "2", "--learning_rate", "1e12", "--save_steps", "1", check=False)
+    assert p.returncode == 2
+    step = _diverged_step(p)
+    assert step >= 2  # step 1 starts from the finite initial weights
+    assert (out / f"checkpoint-step{step - 1}").is_dir() and not (out / f"checkpoint-step{step}").exists()
+    good = _weights(out / f"checkpoint-step{step - 1}")
+    assert all(torch.isfinite(v).all() for v in good.values())
+    assert not (out / "results.json").exists() and _temp_leftovers(out) == []
+
+
+def test_two_processes_stop_together_on_a_huge_learning_rate(data, tmp_path):
+    launcher = [str(BIN / "accelerate"), "launch", "--config_file", str(ROOT / "launch" / "cpu2.yaml")]
+    p = _finetune(data, tmp_path / "two", "--epochs", "2", "--learning_rate", "1e12", launcher=launcher, check=False)
+    assert p.returncode != 0
+    assert p.stderr.count("error: training diverged at step") == 2  # both processes, same step, no hang
+
+
+def test_huge_feature_row_stops_training_and_leaves_checkpoint_and_best_untouched(tmp_path):
+    # 512-d features as CLIP gives: one item's text row of 1e20 overflows the adaptor's norm.
+    make_domain(tmp_path, name="big", dim=512)
+    out = tmp_path / "ft"
+    _finetune(tmp_path, out, "--epochs", "1", dataset="big")
+    before = _tree(out)
+    feat = tmp_path / "big" / "big.feat1CLS"
+    rows = np.fromfile(feat, dtype="<f4").reshape(30, 512)
+    rows[5] = 1e20
+    rows.tofile(feat)
+    p = _finetune(tmp_path, out, "--epochs", "3", "--resume_from", "latest", dataset="big", check=False)
+    assert p.returncode == 2
+    assert _diverged_step(p) == 3  # the first step of epoch 1, after resuming from checkpoint-1
+    assert _tree(out) == before  # checkpoint-1, best/ and the reports: not a byte changed, nothing added
+
+
+@pytest.mark.parametrize("option", [["--epochs", "0"], ["--train_batch_size", "0"], ["--train_batch_size", "-512"]])
+def test_bad_training_sizes_fail_before_any_work(data, tmp_path, option):
+    p = _finetune(data, tmp_path / "ft", *option, check=False)
+    assert p.returncode == 2
+    assert p.stderr.strip().splitlines()[-1].startswith(f"error: {option[0]}: expected an integer >= 1, got {option[1]}")
+    assert not (tmp_path / "ft").exists() and p.stdout == ""
+
+
+def test_training_options_are_checked_when_parsed(tmp_path):
+    from missrec.args import ModelArgs, TrainArgs, parse
+    with pytest.raises(ValueError, match="--train_batch_size: expected an integer >= 1, got -512"):
+        parse((ModelArgs, TrainArgs), ["--train_batch_size", "-512"])
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("epochs: 1.5\n")
+    with pytest.raises(ValueError, match="--epochs: expected an integer >= 1, got 1.5"):
+        parse((ModelArgs, TrainArgs), ["--config", str(cfg)])
+    with pytest.raises(ValueError, match="--learning_rate"):
+        parse((ModelArgs, TrainArgs), ["--learning_rate", "nan"])
+    assert parse((ModelArgs, TrainArgs), ["--epochs", "2"])[1].epochs == 2

@@ -9,7 +9,8 @@ a name from checkpoints/registry.json or a Hugging Face Hub repo id; "none" trai
 With a pretrained model, parameter-efficient finetuning is the default: only the modality
 adaptors, the input LayerNorm, the fusion scalar and (transductive) the item-ID table train.
 
-Writes to --output_dir: best/ (checkpoint), results.json, results.md, curves.png.
+Writes to --output_dir: best/ (checkpoint), results.json, results.md, curves.png, and the newest
+checkpoint-<epoch>/ (optimizer + trainer state), so --resume_from latest continues a killed run.
 """
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
+# An epoch checkpoint every epoch (only the newest kept) makes --resume_from latest lose at most one epoch.
 FINETUNE_DEFAULTS = {"epochs": 300, "train_batch_size": 512, "eval_batch_size": 1024, "interest_ratio": 0.5,
-                     "save_every": 1000000, "output_dir": "outputs/finetune"}
+                     "save_every": 1, "save_total_limit": 1, "output_dir": "outputs/finetune"}
 
 
 @dataclass
@@ -98,7 +100,7 @@ def main(argv=None):
     from missrec.items import ItemTable
     from missrec.model import MISSRec
     from missrec.tasks import FinetuneTask
-    from missrec.trainer import Trainer, make_accelerator
+    from missrec.trainer import EarlyStopping, Trainer, make_accelerator
 
     margs, targs, fargs = parse((ModelArgs, TrainArgs, FinetuneArgs), argv, description=__doc__,
                                 defaults=FINETUNE_DEFAULTS)
@@ -124,8 +126,8 @@ def main(argv=None):
               f"peft {fargs.peft}: {trainable:,} trainable of {total:,} parameters")
     items = ItemTable.from_dataset(ds, model.config.hidden_size, device=acc.device)
     out = Path(targs.output_dir)
-    task = FinetuneTask(model, items, ds.splits, targs, fargs, out / "best")
-    trainer = Trainer(targs, task, acc)
+    task = FinetuneTask(model, items, ds.splits, targs, fargs)
+    trainer = Trainer(targs, task, acc, EarlyStopping(f"valid_{fargs.metric}", fargs.patience, out / "best"))
     state = trainer.train()
 
     # Test with the best checkpoint (weights and the interest clusters of that epoch).
