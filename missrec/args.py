@@ -115,6 +115,7 @@ def parse(dataclass_types, argv=None, description: str | None = None, defaults_y
                                                          return_remaining_strings=True)
     if remaining:
         parser.error(f"unrecognized arguments: {' '.join(remaining)}")
+    out = out[:len(dataclass_types)]  # drop the namespace holding --config
     on_cli = {a[2:].split("=", 1)[0] for a in (rest if known.config else argv) if a.startswith("--")}
     for obj in out:
         problem = check(obj)
