@@ -5,12 +5,18 @@ in the same folder; a folder is always written to a temp dir and renamed into pl
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from safetensors.torch import load_file, save_file
 
 from .config import MISSRecConfig
+from .errors import UserError, reading
 from .fsutil import atomic_dir
+
+# Config fields that fix parameter shapes or the meaning of the weights: a resumed run must match.
+SHAPE_FIELDS = ("hidden_size", "n_heads", "inner_size", "num_encoder_layers", "num_decoder_layers",
+                "max_seq_length", "fusion", "text_dim", "image_dim", "use_id", "n_items")
 
 
 def write_model_files(folder: str | Path, model, items=None) -> None:
@@ -58,11 +64,22 @@ def load_model(name_or_path: str | Path, dataset: str | Path | None = None, **ov
     wpath = folder / "model.safetensors"
     if not wpath.is_file():
         raise FileNotFoundError(f"{wpath}: not found")
-    state = load_file(str(wpath))
+    state = load_tensors(wpath)
     if overrides.get("use_id") is not None and "item_embedding.weight" in state:
         own = model.state_dict().get("item_embedding.weight")
-        if own is None or own.shape != state["item_embedding.weight"].shape:
-            state.pop("item_embedding.weight")  # the ID table belongs to another catalogue
+        if own is None:
+            state.pop("item_embedding.weight")  # inductive use of a transductive checkpoint
+        else:
+            new = _catalogue_of(dataset)
+            why = _other_catalogue(folder, cfg, tuple(state["item_embedding.weight"].shape), tuple(own.shape), new)
+            if why:
+                state.pop("item_embedding.weight")
+                print(f"note: {folder}: {why}; its item-ID table starts fresh (the rest of the model is reused)",
+                      file=sys.stderr)
+            if new:
+                model.config.catalogue = new
+    if not model.config.use_id:
+        model.config.catalogue = {}
     own = model.state_dict()
     unexpected = sorted(set(state) - set(own))
     if unexpected:
@@ -77,3 +94,53 @@ def load_model(name_or_path: str | Path, dataset: str | Path | None = None, **ov
     model.load_state_dict(state, strict=False)
     model.checkpoint_path = folder
     return model
+
+
+def load_tensors(path: str | Path) -> dict:
+    """``safetensors.torch.load_file`` whose failures (truncated, empty, not safetensors) name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found")
+    with reading(path, "safetensors file", fix="download or save the checkpoint again"):
+        return load_file(str(path))
+
+
+def _catalogue_of(dataset) -> dict | None:
+    """The catalogue record of a single-domain dataset folder (None when it has no item2index)."""
+    if dataset is None:
+        return None
+    from .data.atomic import catalogue, read_index_map
+    folder = Path(dataset)
+    index = folder / f"{folder.name}.item2index"
+    return catalogue(folder.name, read_index_map(index)) if index.is_file() else None
+
+
+def describe_catalogue(c: dict) -> str:
+    return f"{c.get('name', '?')} ({c.get('n_items', '?')} items, item list sha256 {str(c.get('items_sha256', '?'))[:12]})"
+
+
+def _other_catalogue(folder: Path, cfg: MISSRecConfig, have: tuple, want: tuple, new: dict | None) -> str | None:
+    """Why a checkpoint's ID table cannot serve this dataset, or None when it can."""
+    old = cfg.catalogue or {}
+    if have != want:
+        was = describe_catalogue(old) if old else f"{have[0] - 1} items"
+        return f"its item-ID table was trained on {was}, this dataset has {want[0] - 1} items"
+    if new and old and old.get("items_sha256") != new.get("items_sha256"):
+        return (f"its item-ID table was trained on {describe_catalogue(old)}, this dataset is "
+                f"{describe_catalogue(new)}: same item count, different items")
+    if new and not old:
+        print(f"note: {folder}: the checkpoint does not record which items its ID table was trained on; "
+              f"reusing it because the item count ({want[0] - 1}) matches", file=sys.stderr)
+    return None
+
+
+def check_resumable(folder: str | Path, model) -> None:
+    """Refuse to resume ``folder`` into a model of another shape, naming the differing options."""
+    folder = Path(folder)
+    saved = MISSRecConfig.load(folder / "config.json")
+    now = getattr(model, "module", model).config
+    diff = [f for f in SHAPE_FIELDS if getattr(saved, f) != getattr(now, f)]
+    if diff:
+        parts = ", ".join(f"--{f} {getattr(saved, f)} (this run: {getattr(now, f)})" for f in diff)
+        raise UserError(folder, f"was trained with {parts}: resume with the same options, or use another "
+                                "--output_dir to start a new run")

@@ -114,7 +114,8 @@ def reading(path: str | os.PathLike, what: str = "file",
         if isinstance(e, FileNotFoundError):
             raise
         if isinstance(e, RuntimeError) and "size mismatch" in str(e):
-            raise
+            raise UserError(path, "holds weights of other shapes than this model: use the model options it "
+                                  "was saved with") from None
         bad = path if path.is_file() else (_damaged_file(path) if path.is_dir() else None)
         where = bad or path
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

@@ -322,9 +322,13 @@ class AtomicDataset:
         return self.folder / f"{self.name}.{suffix}"
 
     def catalogue(self) -> dict:
-        """What a transductive checkpoint records about the items its ID table was trained on."""
-        digest = hashlib.sha256("\n".join(self.item_ids).encode("utf-8")).hexdigest()
-        return {"name": self.name, "n_items": self.n_items, "items_sha256": digest}
+        return catalogue(self.name, self.item_ids)
+
+
+def catalogue(name: str, item_ids: Sequence[str]) -> dict:
+    """What a transductive checkpoint records about the items its ID table was trained on."""
+    digest = hashlib.sha256("\n".join(item_ids).encode("utf-8")).hexdigest()
+    return {"name": name, "n_items": len(item_ids), "items_sha256": digest}
 
 
 def dataset_folder(root: str | os.PathLike, name: str) -> Path:
