@@ -144,3 +144,7 @@ def check_resumable(folder: str | Path, model) -> None:
         parts = ", ".join(f"--{f} {getattr(saved, f)} (this run: {getattr(now, f)})" for f in diff)
         raise UserError(folder, f"was trained with {parts}: resume with the same options, or use another "
                                 "--output_dir to start a new run")
+    if saved.use_id and saved.catalogue and now.catalogue and saved.catalogue != now.catalogue:
+        raise UserError(folder, f"was trained on {describe_catalogue(saved.catalogue)}, this run's data is "
+                                f"{describe_catalogue(now.catalogue)}: resume with the same dataset, or use "
+                                "another --output_dir")

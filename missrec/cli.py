@@ -90,4 +90,8 @@ def parser_message(parser: argparse.ArgumentParser, message: str) -> str:
             near = difflib.get_close_matches(opt, known, n=1, cutoff=0.75)
             hint = f"did you mean {near[0]}? " if near else ""
             return f"{opt}: unknown option ({hint}options are never abbreviated; see --help)"
+    if message.startswith("argument "):  # "argument --k: invalid ..." -> "--k: invalid ..."
+        name, sep, what = message[len("argument "):].partition(": ")
+        if sep:
+            message = f"{name.split('/')[0]}: {what}"
     return f"{message} (see --help)"

@@ -357,3 +357,15 @@ def test_sample_root_that_is_a_file(tmp_path):
 def test_data_format_error_is_a_user_error():
     # Library callers that catch ValueError keep working; cli.run prints these as one line.
     assert issubclass(DataFormatError, UserError) and issubclass(UserError, ValueError)
+
+
+def test_resume_on_another_catalogue_is_refused(data, tmp_path):
+    from missrec.checkpoint import check_resumable
+    ds = load_dataset(data, "tiny")
+    ckpt = _transductive(tmp_path / "ckpt", ds)
+    other = load_dataset(_other_items(data, tmp_path), "other")
+    model = load_model(ckpt)
+    check_resumable(ckpt, model)  # the same data: fine
+    model.config.catalogue = other.catalogue()
+    with pytest.raises(UserError, match=r"was trained on tiny \(30 items.*this run's data is other \(30 items"):
+        check_resumable(ckpt, model)
