@@ -109,18 +109,19 @@ def reading(path: str | os.PathLike, what: str = "file",
     except UserError:
         raise
     except UnicodeDecodeError as e:
-        raise not_utf8(path, e) if path.is_file() else CorruptFileError(path, f"not UTF-8 text ({e})") from None
+        raise not_utf8(path, e) if path.is_file() else CorruptFileError(path, f"not UTF-8 text ({e})") from e
     except (OSError, RuntimeError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
         if isinstance(e, FileNotFoundError):
             raise
         if isinstance(e, RuntimeError) and "size mismatch" in str(e):
             raise UserError(path, "holds weights of other shapes than this model: use the model options it "
-                                  "was saved with") from None
+                                  "was saved with") from e
         bad = path if path.is_file() else (_damaged_file(path) if path.is_dir() else None)
         where = bad or path
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CorruptFileError(where, f"cannot read this {what}: truncated or damaged ({first[:200]}); {fix}") from None
+        raise CorruptFileError(where, f"cannot read this {what}: truncated or damaged ({first[:200]}); {fix}") from e
     except Exception as e:  # safetensors' SafetensorError derives from Exception only
         if type(e).__name__ != "SafetensorError":
             raise
-        raise CorruptFileError(path, f"not a readable safetensors file: truncated or damaged ({e}); {fix}") from None
+        where = path if path.is_file() else ((_damaged_file(path) if path.is_dir() else None) or path)
+        raise CorruptFileError(where, f"not a readable safetensors file: truncated or damaged ({e}); {fix}") from e
