@@ -68,19 +68,6 @@ class TrainArgs:
     gamma_reg: float = field(default=1e-4, metadata={"help": "Weight of the interest regulariser."})
     progress: bool = field(default=True, metadata={"help": "Show progress bars (main process only)."})
 
-    def __post_init__(self):
-        # The training loop's sizes and counts, checked at parse time: before any data is read.
-        for name, low in (("epochs", 1), ("train_batch_size", 1), ("gradient_accumulation_steps", 1),
-                          ("save_every", 1), ("save_steps", 0), ("save_total_limit", 0), ("warmup_steps", 0),
-                          ("log_every", 1), ("max_steps", -1)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"--{name}: expected an integer >= {low}, got {value!r}")
-        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
-            raise ValueError(f"--learning_rate: expected a positive number, got {self.learning_rate!r}")
-        if self.lr_scheduler not in ("constant", "linear", "cosine"):
-            raise ValueError(f"--lr_scheduler: expected constant, linear or cosine, got {self.lr_scheduler!r}")
-
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
     """Keep the module docstring's layout and show every option's default."""
@@ -94,13 +81,20 @@ def parse(dataclass_types, argv=None, description: str | None = None, defaults_y
     """
     from transformers import HfArgumentParser
 
+    from .cli import parser_message, fail
+
+    class Parser(HfArgumentParser):
+        def error(self, message):
+            fail(parser_message(self, message))
+
     argv = list(sys.argv[1:] if argv is None else argv)
-    pre = argparse.ArgumentParser(add_help=False)
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     pre.add_argument("--config", default=defaults_yaml)
     known, rest = pre.parse_known_args(argv)
 
-    parser = HfArgumentParser(dataclass_types, description=description,
-                              formatter_class=_HelpFormatter)
+    # allow_abbrev=False: "--epoch 3" must not silently mean --epochs.
+    parser = Parser(dataclass_types, description=description, formatter_class=_HelpFormatter,
+                    allow_abbrev=False)
     parser.add_argument("--config", default=defaults_yaml,
                         help="YAML file of option values; command-line options override it.")
     if defaults:
@@ -119,6 +113,122 @@ def parse(dataclass_types, argv=None, description: str | None = None, defaults_y
         unknown = sorted(set(values) - valid)
         if unknown:
             parser.error(f"--config {path}: unknown options {unknown}")
+        values = {k: _yaml_value(path, k, v, dataclass_types) for k, v in values.items()}
         parser.set_defaults(**values)
-    out = parser.parse_args_into_dataclasses(args=rest if known.config else argv, return_remaining_strings=False)
-    return out[:-1] if len(out) > len(dataclass_types) else out
+    else:
+        values = {}
+    *out, remaining = parser.parse_args_into_dataclasses(args=rest if known.config else argv,
+                                                         return_remaining_strings=True)
+    if remaining:
+        parser.error(f"unrecognized arguments: {' '.join(remaining)}")
+    out = out[:len(dataclass_types)]  # drop the namespace holding --config
+    on_cli = {a[2:].split("=", 1)[0] for a in (rest if known.config else argv) if a.startswith("--")}
+    for obj in out:
+        problem = check(obj)
+        if problem:
+            name, what = problem
+            where = f"{known.config}: {name}" if name in values and name not in on_cli else f"--{name}"
+            parser.error(f"{where}: {what}")
+    return out
+
+
+# ----------------------------------------------------------------------------- validation
+# Checks by field name, so every stage's dataclass (ModelArgs, TrainArgs, PretrainArgs,
+# FinetuneArgs) is validated by parse() before any work starts.
+def _at_least(lo):
+    return lambda v: v >= lo, f"must be an integer >= {lo}"
+
+
+def _in(*choices):
+    return lambda v: v in choices, "must be one of " + " | ".join(choices)
+
+
+_FIELD_CHECKS = {
+    **{k: _at_least(1) for k in ("epochs", "train_batch_size", "hidden_size", "n_heads", "inner_size", "num_encoder_layers",
+                                 "num_decoder_layers", "max_seq_length", "eval_batch_size",
+                                 "gradient_accumulation_steps", "save_every", "log_every", "kmeans_iters",
+                                 "patience")},
+    **{k: _at_least(0) for k in ("save_steps", "save_total_limit", "warmup_steps")},
+    **{k: (lambda v: v >= 0, "must be >= 0") for k in ("weight_decay", "max_grad_norm", "gamma_reg",
+                                                        "lambda_seq", "adam_epsilon")},
+    **{k: (lambda v: math.isfinite(v) and v > 0, "must be a finite number > 0")
+       for k in ("temperature", "learning_rate", "interest_ratio")},
+    **{k: (lambda v: 0 <= v < 1, "must lie in [0, 1)") for k in ("dropout", "adam_beta1", "adam_beta2")},
+    "item_keep_prob": (lambda v: 0 < v <= 1, "must lie in (0, 1]"),
+    "max_steps": (lambda v: v == -1 or v >= 1, "must be -1 (run all epochs) or a positive number of steps"),
+    "fusion": _in("dynamic_shared", "static"),
+    "lr_scheduler": _in("constant", "linear", "cosine"),
+    "mixed_precision": _in("auto", "no", "bf16", "fp16"),
+    "kmeans_init": _in("auto", "k-means++", "random"),
+    "augmentation": _in("auto", "item_drop", "word_drop", "both"),
+    "mode": _in("transductive", "inductive"),
+}
+
+
+def parse_ks(text: str) -> tuple[int, ...]:
+    """``"10,20,50"`` -> (10, 20, 50); anything else is a ValueError saying what is expected."""
+    parts = [p.strip() for p in str(text).split(",") if p.strip()]
+    try:
+        ks = tuple(int(p) for p in parts)
+    except ValueError:
+        ks = ()
+    if not ks or min(ks) < 1:
+        raise ValueError(f"{text!r} is not a comma-separated list of positive integers (e.g. 10,20,50)")
+    return ks
+
+
+def check(obj) -> tuple[str, str] | None:
+    """The first invalid field of a parsed options dataclass as (name, what is wrong), or None."""
+    names = [f.name for f in dataclasses.fields(obj)]
+    for name in (n for n in names if n in _FIELD_CHECKS):
+        ok, what = _FIELD_CHECKS[name]
+        value = getattr(obj, name)
+        if not ok(value):
+            return name, f"{what}, got {value!r}"
+    if {"hidden_size", "n_heads"} <= set(names) and obj.hidden_size % obj.n_heads:
+        return "n_heads", f"{obj.n_heads} does not divide --hidden_size {obj.hidden_size}"
+    if "ks" in names:
+        try:
+            ks = parse_ks(obj.ks)
+        except ValueError as e:
+            return "ks", str(e)
+        if "metric" in names:
+            computed = [f"{m}@{k}" for m in ("recall", "ndcg") for k in ks]
+            if obj.metric not in computed:
+                return "metric", (f"{obj.metric!r} is not computed; with --ks {obj.ks} the metrics are "
+                                  f"{', '.join(computed)} (add its cut-off to --ks)")
+    return None
+
+
+def _yaml_value(path: Path, key: str, value, dataclass_types):
+    """A YAML value checked against the field's type (argparse does not convert defaults)."""
+    import typing
+    for t in dataclass_types:
+        hints = typing.get_type_hints(t)
+        if key in hints:
+            want = hints[key]
+            break
+    optional = typing.get_origin(want) is typing.Union and type(None) in typing.get_args(want)
+    if optional:
+        if value is None:
+            return None
+        want = next(a for a in typing.get_args(want) if a is not type(None))
+    if want is bool:
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no"):
+            return value.lower() in ("true", "yes")
+        ok = isinstance(value, bool)
+    elif want is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif want is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif want is str:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        ok = isinstance(value, str)
+    else:
+        ok = True
+    if not ok:
+        from .cli import fail
+        fail(f"{path}: {key}: expected {'an integer' if want is int else want.__name__}, got {value!r} (see --help)")
+    return value

@@ -12,15 +12,21 @@ in the same folder (missrec/trainer.py).
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
 from .config import MISSRecConfig
+from .errors import UserError, reading
 from .fsutil import atomic_dir, atomic_write_json
 
 CONFIG, WEIGHTS, INTEREST = "config.json", "model.safetensors", "interest.safetensors"
+
+# Config fields that fix parameter shapes or the meaning of the weights: a resumed run must match.
+SHAPE_FIELDS = ("hidden_size", "n_heads", "inner_size", "num_encoder_layers", "num_decoder_layers",
+                "max_seq_length", "fusion", "text_dim", "image_dim", "use_id", "n_items")
 
 
 def is_checkpoint_folder(path: str | os.PathLike) -> bool:
@@ -76,7 +82,57 @@ def read_config(folder: str | os.PathLike) -> MISSRecConfig:
 
 
 def read_weights(folder: str | os.PathLike) -> dict[str, torch.Tensor]:
-    path = Path(folder) / WEIGHTS
+    return load_tensors(Path(folder) / WEIGHTS)
+
+
+def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """``safetensors.torch.load_file`` whose failures (truncated, empty, not safetensors) name the file."""
+    path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not found")
-    return load_file(str(path))
+    with reading(path, "safetensors file", fix="download or save the checkpoint again"):
+        return load_file(str(path))
+
+def catalogue_of(dataset) -> dict | None:
+    """The catalogue record of a single-domain dataset folder (None when it has no item2index)."""
+    if dataset is None:
+        return None
+    from .data.atomic import catalogue, read_index_map
+    folder = Path(dataset)
+    index = folder / f"{folder.name}.item2index"
+    return catalogue(folder.name, read_index_map(index)) if index.is_file() else None
+
+
+def describe_catalogue(c: dict) -> str:
+    return f"{c.get('name', '?')} ({c.get('n_items', '?')} items, item list sha256 {str(c.get('items_sha256', '?'))[:12]})"
+
+
+def other_catalogue(folder: Path, cfg: MISSRecConfig, have: tuple, want: tuple, new: dict | None) -> str | None:
+    """Why a checkpoint's ID table cannot serve this dataset, or None when it can."""
+    old = cfg.catalogue or {}
+    if have != want:
+        was = describe_catalogue(old) if old else f"{have[0] - 1} items"
+        return f"its item-ID table was trained on {was}, this dataset has {want[0] - 1} items"
+    if new and old and old.get("items_sha256") != new.get("items_sha256"):
+        return (f"its item-ID table was trained on {describe_catalogue(old)}, this dataset is "
+                f"{describe_catalogue(new)}: same item count, different items")
+    if new and not old:
+        print(f"note: {folder}: the checkpoint does not record which items its ID table was trained on; "
+              f"reusing it because the item count ({want[0] - 1}) matches", file=sys.stderr)
+    return None
+
+
+def check_resumable(folder: str | Path, model) -> None:
+    """Refuse to resume ``folder`` into a model of another shape, naming the differing options."""
+    folder = Path(folder)
+    saved = read_config(folder)
+    now = getattr(model, "module", model).config
+    diff = [f for f in SHAPE_FIELDS if getattr(saved, f) != getattr(now, f)]
+    if diff:
+        parts = ", ".join(f"--{f} {getattr(saved, f)} (this run: {getattr(now, f)})" for f in diff)
+        raise UserError(folder, f"was trained with {parts}: resume with the same options, or use another "
+                                "--output_dir to start a new run")
+    if saved.use_id and saved.catalogue and now.catalogue and saved.catalogue != now.catalogue:
+        raise UserError(folder, f"was trained on {describe_catalogue(saved.catalogue)}, this run's data is "
+                                f"{describe_catalogue(now.catalogue)}: resume with the same dataset, or use "
+                                "another --output_dir")

@@ -1,17 +1,97 @@
-"""Entry-point wrapper: expected failures (bad input, missing files) end in one clear line."""
+"""The one error path of every entry point: expected failures end in one ``error: ...`` line.
+
+``run(main, argv)`` calls ``main(argv)``. A failure the user can fix (bad option, missing or
+damaged file) prints ``error: <file or option>: <what is wrong and what to do>`` on one line
+to stderr and exits with status 2; no traceback unless ``--debug`` is on the command line or
+``MISSREC_DEBUG=1`` is set. Anything else (a bug) still raises with its full traceback.
+"""
 from __future__ import annotations
 
+import argparse
+import difflib
+import json
 import os
 import sys
 
-from .data.atomic import DataFormatError
+from .errors import CorruptFileError, OptionError, UserError  # noqa: F401 - re-exported
+
+EXIT_USER_ERROR = 2
+DEBUG_HINT = "(--debug or MISSREC_DEBUG=1 shows the traceback)"
+
+
+def debug_requested(argv: list[str]) -> bool:
+    return "--debug" in argv or os.environ.get("MISSREC_DEBUG", "") not in ("", "0")
+
+
+def one_line(message: str) -> str:
+    return " ".join(str(message).split())
+
+
+def fail(message: str, hint: str = "") -> None:
+    """Print ``error: <message>`` as one line and exit with status 2."""
+    print(f"error: {one_line(message)}" + (f"  {hint}" if hint else ""), file=sys.stderr)
+    sys.exit(EXIT_USER_ERROR)
+
+
+def describe(e: BaseException) -> str | None:
+    """The one-line text for an expected failure, or None for an unexpected one (a bug)."""
+    if isinstance(e, UserError):
+        return str(e)
+    if isinstance(e, UnicodeDecodeError):
+        return f"input is not UTF-8 text ({e})"
+    if isinstance(e, json.JSONDecodeError):
+        return f"not valid JSON ({e})"
+    if isinstance(e, OSError) and e.filename is not None:  # FileNotFoundError, IsADirectoryError, ...
+        return f"{e.filename}: {e.strerror or e}"
+    if isinstance(e, (FileNotFoundError, ValueError)):  # messages of these name the file/option
+        return str(e)
+    if type(e).__name__ == "OutOfMemoryError":
+        return "out of accelerator memory: lower --train_batch_size / --eval_batch_size"
+    return None
 
 
 def run(main, argv=None):
+    """Call ``main(argv)`` with ``--debug`` taken out of ``argv``; see the module docstring."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = debug_requested(argv)
+    argv = [a for a in argv if a != "--debug"]
     try:
         return main(argv)
-    except (DataFormatError, FileNotFoundError, ValueError) as e:
-        if os.environ.get("MISSREC_DEBUG"):
+    except KeyboardInterrupt:
+        if debug:
             raise
-        print(f"error: {e}  (set MISSREC_DEBUG=1 for the traceback)", file=sys.stderr)
-        sys.exit(2)
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as e:  # noqa: BLE001 - sorted into expected (one line) and bugs (re-raised)
+        msg = describe(e)
+        if msg is None or debug:
+            raise
+        fail(msg, DEBUG_HINT)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with no abbreviated options and one-line errors (``error: --opt: ...``)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message):
+        fail(parser_message(self, message))
+
+
+def parser_message(parser: argparse.ArgumentParser, message: str) -> str:
+    """argparse's message, with a near miss suggested for an unknown option."""
+    if message.startswith("unrecognized arguments:"):
+        unknown = [a for a in message.split(":", 1)[1].split() if a.startswith("-")]
+        if unknown:
+            opt = unknown[0].split("=", 1)[0]
+            known = [s for a in parser._actions for s in a.option_strings]
+            near = difflib.get_close_matches(opt, known, n=1, cutoff=0.75)
+            hint = f"did you mean {near[0]}? " if near else ""
+            return f"{opt}: unknown option ({hint}options are never abbreviated; see --help)"
+    if message.startswith("argument "):  # "argument --k: invalid ..." -> "--k: invalid ..."
+        name, sep, what = message[len("argument "):].partition(": ")
+        if sep:
+            message = f"{name.split('/')[0]}: {what}"
+    return f"{message} (see --help)"

@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .errors import CorruptFileError, not_utf8
 from .fsutil import atomic_write_json
 
 
@@ -36,6 +37,9 @@ class MISSRecConfig:
     fusion: str = "dynamic_shared"  # "dynamic_shared" | "static" (plain mean of the two modality scores)
     model_type: str = "missrec"
     source: dict = field(default_factory=dict)
+    # Transductive only: the items the ID table was trained on ({name, n_items, items_sha256} of
+    # AtomicDataset.catalogue()), so the table is never reused for another item list.
+    catalogue: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if self.hidden_size % self.n_heads:
@@ -67,11 +71,15 @@ class MISSRecConfig:
         except FileNotFoundError:
             raise FileNotFoundError(f"{path}: not found (a checkpoint folder needs config.json)") from None
         except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not valid JSON ({e})") from None
+            raise CorruptFileError(path, f"not valid JSON ({e}); the checkpoint is damaged: save or download it again") from None
+        except UnicodeDecodeError as e:
+            raise not_utf8(path, e) from None
+        if not isinstance(d, dict):
+            raise CorruptFileError(path, "expected a JSON object of model options")
         try:
             return cls.from_dict(d)
         except (TypeError, ValueError) as e:
-            raise ValueError(f"{path}: {e}") from None
+            raise CorruptFileError(path, str(e)) from None
 
 
 # The paper's value of every field that has one (for missing entries of an original checkpoint).

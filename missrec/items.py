@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 
 from .interest import kmeans, n_interests
 
@@ -30,6 +29,7 @@ class ItemTable:
         self.text_interest = torch.zeros(n, dtype=torch.long, device=text.device)
         self.image_interest = torch.zeros(n, dtype=torch.long, device=text.device)
         self.centroids = torch.zeros(1, hidden_size, device=text.device)
+        self.catalogue: dict = {}  # AtomicDataset.catalogue() of the dataset the rows come from
 
     @classmethod
     def from_dataset(cls, ds, hidden_size: int = 300, device=None) -> "ItemTable":
@@ -37,6 +37,8 @@ class ItemTable:
         aug = ds.features.get("text_aug")
         t = cls(_with_pad_row(ds.features["text"]), _with_pad_row(ds.features["image"]),
                 None if aug is None else _with_pad_row(aug), hidden_size)
+        if hasattr(ds, "catalogue"):
+            t.catalogue = ds.catalogue()
         return t.to(device) if device is not None else t
 
     @property
@@ -103,7 +105,8 @@ class ItemTable:
         self.centroids = state["interest_embeddings"].float().to(self.device)
 
     def load_interest(self, path: str | Path) -> None:
-        self.load_interest_state(load_file(str(path)), str(path))
+        from .checkpoint import load_tensors
+        self.load_interest_state(load_tensors(path), str(path))
 
     def broadcast_interests(self, accelerator) -> None:
         """Make every rank hold rank 0's clusters (k-means runs on the main process only)."""

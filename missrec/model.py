@@ -10,13 +10,14 @@ the batch instead of summing.
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import WEIGHTS, read_config, read_weights, save_model
+from .checkpoint import WEIGHTS, catalogue_of, other_catalogue, read_config, read_weights, save_model
 from .config import MISSRecConfig
 from .hub import resolve
 from .interest import interest_tokens
@@ -163,11 +164,11 @@ class MISSRec(nn.Module):
         model = cls(MISSRecConfig.from_dict(d))
         state = read_weights(folder)
         wpath = folder / WEIGHTS
-        own = model.state_dict()
         if overrides.get("use_id") is not None and "item_embedding.weight" in state:
-            mine = own.get("item_embedding.weight")
-            if mine is None or mine.shape != state["item_embedding.weight"].shape:
-                state.pop("item_embedding.weight")  # the ID table belongs to another catalogue
+            _adopt_id_table(model, folder, state, dataset)
+        if not model.config.use_id:
+            model.config.catalogue = {}
+        own = model.state_dict()
         unexpected = sorted(set(state) - set(own))
         if unexpected:
             raise ValueError(f"{wpath}: unexpected weights {unexpected[:8]}")
@@ -179,6 +180,23 @@ class MISSRec(nn.Module):
             raise ValueError(f"{wpath}: missing weights {missing[:8]}")
         model.load_state_dict(state, strict=False)
         return model
+
+
+def _adopt_id_table(model: MISSRec, folder: Path, state: dict, dataset) -> None:
+    """Keep a checkpoint's item-ID table only for the catalogue it was trained on (else drop it, with a note)."""
+    own = model.state_dict().get("item_embedding.weight")
+    if own is None:
+        state.pop("item_embedding.weight")  # inductive use of a transductive checkpoint
+        return
+    new = catalogue_of(dataset)
+    why = other_catalogue(folder, read_config(folder), tuple(state["item_embedding.weight"].shape),
+                          tuple(own.shape), new)
+    if why:
+        state.pop("item_embedding.weight")
+        print(f"note: {folder}: {why}; its item-ID table starts fresh (the rest of the model is reused)",
+              file=sys.stderr)
+    if new:
+        model.config.catalogue = new
 
 
 class MISSRecScorer:

@@ -12,7 +12,10 @@ from pathlib import Path
 
 import torch
 
+from .checkpoint import describe_catalogue
+from .cli import ArgumentParser
 from .data.atomic import load_dataset
+from .errors import OptionError, UserError
 from .hub import resolve
 from .items import ItemTable
 from .model import MISSRec, MISSRecScorer
@@ -21,13 +24,13 @@ from .model import MISSRec, MISSRecScorer
 class Recommender:
     def __init__(self, checkpoint: str, data_root: str, dataset: str, device: str | None = None,
                  interest_ratio: float = 0.5, seed: int = 0):
-        folder = resolve(checkpoint)
+        folder = self.folder = resolve(checkpoint)
         self.model = MISSRec.from_pretrained(folder).eval()
-        self.ds = load_dataset(data_root, dataset, splits=(), max_len=self.model.config.max_seq_length,
-                               check_finite=False)
+        # Features are checked finite: one NaN row would rank first, or poison every score.
+        self.ds = load_dataset(data_root, dataset, splits=(), max_len=self.model.config.max_seq_length)
         c = self.model.config
-        if c.use_id and c.n_items != self.ds.n_items:
-            raise ValueError(f"{folder}: its item-ID table has {c.n_items} items, {self.ds.folder} has {self.ds.n_items}")
+        if c.use_id:
+            self._check_catalogue(folder)
         dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model.to(dev)
         self.items = ItemTable.from_dataset(self.ds, c.hidden_size, device=dev)
@@ -40,20 +43,42 @@ class Recommender:
         self.index = {r: i + 1 for i, r in enumerate(self.ds.item_ids)}
         self.scorer = MISSRecScorer(self.model, self.items)
 
+    def _check_catalogue(self, folder: Path) -> None:
+        """An ID table scores rows by position: on another item list its recommendations are wrong."""
+        c, here = self.model.config, self.ds.catalogue()
+        was = c.catalogue or {}
+        if c.n_items != here["n_items"] or (was and was.get("items_sha256") != here["items_sha256"]):
+            trained = describe_catalogue(was) if was else f"{c.n_items} items"
+            raise UserError(folder, f"its item-ID table was trained on {trained}, but {self.ds.folder} is "
+                                    f"{describe_catalogue(here)}; recommend with the dataset it was finetuned on, "
+                                    "or finetune on this one (or use an inductive checkpoint)")
+        if not was:
+            print(f"note: {folder}: the checkpoint does not record which items its ID table was trained on; "
+                  f"using it because the item count ({c.n_items}) matches", file=sys.stderr)
+
     @torch.no_grad()
     def recommend(self, history: list[str], k: int = 10, exclude_history: bool = False) -> list[tuple[str, float]]:
+        """The top ``k`` items as (raw id, score); with ``exclude_history`` fewer when the catalogue runs out."""
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise OptionError("--k", f"must be a positive integer, got {k!r}")
         if not history:
-            raise ValueError("the history is empty: give at least one raw item id")
+            raise OptionError("--history", "is empty: give at least one raw item id")
         unknown = [h for h in history if h not in self.index]
         if unknown:
-            raise ValueError(f"unknown item ids (not in {self.ds.name}.item2index): {unknown[:5]}")
+            raise OptionError("--history", f"unknown item ids (not in {self.ds.name}.item2index): {unknown[:5]}")
         ids = [self.index[h] for h in history][-self.model.config.max_seq_length:]
         seq = torch.tensor([ids], device=self.items.device)
         u = self.scorer.encode(seq, torch.tensor([len(ids)], device=self.items.device))
         scores = self.scorer.score(u, torch.arange(1, self.items.n_items + 1, device=self.items.device))[0]
+        if not torch.isfinite(scores).all():
+            raise UserError(self.folder, "gives non-finite scores: its weights are not finite "
+                                                        "(a diverged run?); use another checkpoint")
+        n = scores.numel()
         if exclude_history:
-            scores[torch.tensor(ids, device=scores.device) - 1] = float("-inf")
-        top = torch.topk(scores, min(k, scores.numel()))
+            seen = torch.unique(torch.tensor([self.index[h] for h in history], device=scores.device)) - 1
+            scores[seen] = float("-inf")
+            n -= seen.numel()  # never pad the list with history items
+        top = torch.topk(scores, min(k, n))
         return [(self.ds.item_ids[int(i)], float(s)) for s, i in zip(top.values, top.indices)]
 
 
@@ -63,13 +88,23 @@ def _covers(path: Path, n_items: int) -> bool:
         return f.get_slice("text_interest").get_shape()[0] == n_items + 1
 
 
+def _positive_int(text: str) -> int:
+    try:
+        k = int(text)
+    except ValueError:
+        k = 0
+    if k < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return k
+
+
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", help="Finetuned checkpoint folder (or .pth / registry name / Hub id).")
     p.add_argument("--data_root", required=True, help="Folder holding the dataset folder.")
     p.add_argument("--dataset", required=True, help="Dataset name (its item2index maps raw ids).")
     p.add_argument("--history", nargs="+", required=True, help="The user's raw item ids, oldest first.")
-    p.add_argument("--k", type=int, default=10, help="How many items to return.")
+    p.add_argument("--k", type=_positive_int, default=10, help="How many items to return (>= 1).")
     p.add_argument("--exclude_history", action="store_true", help="Never recommend items already in the history.")
     p.add_argument("--device", default=None, help="cpu / cuda (default: cuda when available).")
     a = p.parse_args(argv)
@@ -78,6 +113,10 @@ def main(argv=None):
         print(f"{rank}\t{raw}\t{score:.4f}")
 
 
-if __name__ == "__main__":
+def cli(argv=None):
     from .cli import run
-    run(main)
+    return run(main, argv)
+
+
+if __name__ == "__main__":
+    cli()

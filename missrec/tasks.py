@@ -74,6 +74,8 @@ class FinetuneTask(_Task):
         super().__init__("finetune", model, items, splits["train"], args, args.seed)
         self.splits = {k: v.truncated(model.config.max_seq_length) for k, v in splits.items()}
         self.fargs = fargs
+        if model.config.use_id and items.catalogue:
+            model.config.catalogue = items.catalogue  # checkpoints record whose items the ID table holds
         self.objective = FinetuneObjective(model, gamma_reg=args.gamma_reg)
 
     def evaluate(self, split_name: str, acc) -> dict:

@@ -28,7 +28,8 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
 from .args import TrainArgs
-from .checkpoint import write_model_files
+from .checkpoint import check_resumable, write_model_files
+from .errors import read_json, reading
 from .fsutil import atomic_write_json, replace_dir
 
 TRAINER_STATE = "trainer_state.json"
@@ -40,6 +41,8 @@ class TrainingDivergedError(ValueError):
 
     A ValueError, so the entry points' error path (``missrec.cli.run``) prints it as one line.
     """
+
+RESUME_FIX = "delete that checkpoint folder to resume from an older one, or use a new --output_dir"
 
 
 def make_accelerator(args: TrainArgs) -> Accelerator:
@@ -103,7 +106,7 @@ def checkpoint_dirs(output_dir: str | Path) -> list[Path]:
     found = []
     for p in out.iterdir():
         if p.is_dir() and re.fullmatch(CHECKPOINT_NAME, p.name) and (p / TRAINER_STATE).is_file():
-            gs = json.loads((p / TRAINER_STATE).read_text())["global_step"]
+            gs = read_json(p / TRAINER_STATE, "trainer state")["global_step"]
             found.append((gs, p.stat().st_mtime, p))
     return [p for *_, p in sorted(found)]
 
@@ -196,8 +199,10 @@ class Trainer:
         return final
 
     def load_checkpoint(self, folder: Path) -> None:
-        self.acc.load_state(str(folder / "accelerate"))
-        self.state = TrainState(**json.loads((folder / TRAINER_STATE).read_text()))
+        check_resumable(folder, self.task.model)
+        with reading(folder / "accelerate", "training checkpoint", fix=RESUME_FIX):
+            self.acc.load_state(str(folder / "accelerate"))
+        self.state = TrainState(**read_json(folder / TRAINER_STATE, "trainer state"))
         if (folder / "interest.safetensors").is_file():
             self.task.items.load_interest(folder / "interest.safetensors")
 

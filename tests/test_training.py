@@ -269,18 +269,22 @@ def test_huge_feature_row_stops_training_and_leaves_checkpoint_and_best_untouche
 def test_bad_training_sizes_fail_before_any_work(data, tmp_path, option):
     p = _finetune(data, tmp_path / "ft", *option, check=False)
     assert p.returncode == 2
-    assert p.stderr.strip().splitlines()[-1].startswith(f"error: {option[0]}: expected an integer >= 1, got {option[1]}")
+    assert p.stderr.strip().splitlines()[-1].startswith(f"error: {option[0]}: must be an integer >= 1, got {option[1]}")
     assert not (tmp_path / "ft").exists() and p.stdout == ""
 
 
-def test_training_options_are_checked_when_parsed(tmp_path):
+def test_training_options_are_checked_when_parsed(tmp_path, capsys):
     from missrec.args import ModelArgs, TrainArgs, parse
-    with pytest.raises(ValueError, match="--train_batch_size: expected an integer >= 1, got -512"):
-        parse((ModelArgs, TrainArgs), ["--train_batch_size", "-512"])
+
+    def rejected(argv, needle):
+        with pytest.raises(SystemExit) as e:
+            parse((ModelArgs, TrainArgs), argv)
+        assert e.value.code == 2
+        assert needle in capsys.readouterr().err
+
+    rejected(["--train_batch_size", "-512"], "--train_batch_size: must be an integer >= 1, got -512")
     cfg = tmp_path / "c.yaml"
     cfg.write_text("epochs: 1.5\n")
-    with pytest.raises(ValueError, match="--epochs: expected an integer >= 1, got 1.5"):
-        parse((ModelArgs, TrainArgs), ["--config", str(cfg)])
-    with pytest.raises(ValueError, match="--learning_rate"):
-        parse((ModelArgs, TrainArgs), ["--learning_rate", "nan"])
+    rejected(["--config", str(cfg)], "epochs: expected an integer, got 1.5")
+    rejected(["--learning_rate", "nan"], "--learning_rate")
     assert parse((ModelArgs, TrainArgs), ["--epochs", "2"])[1].epochs == 2

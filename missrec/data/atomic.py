@@ -13,6 +13,7 @@ In memory, item *ids* are file indices + 1 so that 0 is the padding id everywher
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..errors import UserError, not_utf8
 from ..fsutil import atomic_path, atomic_write_json, atomic_write_text, sha256_file
 
 INTER_HEADER = "user_id:token\titem_id_list:token_seq\titem_id:token"
@@ -30,7 +32,7 @@ FEATURE_SUFFIXES = {"text": "feat1CLS", "text_aug": "feat2CLS", "image": "feat3C
 MAX_LEN = 50
 
 
-class DataFormatError(ValueError):
+class DataFormatError(UserError):
     """A dataset file is missing or malformed; the message names the file (and line)."""
 
 
@@ -86,6 +88,30 @@ def _require(path: Path) -> Path:
     return path
 
 
+class _utf8_lines:
+    """``open(path, encoding="utf-8")`` whose decoding errors name the file and the line."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __enter__(self):
+        self.f = open(self.path, encoding="utf-8")
+        return self.f
+
+    def __exit__(self, typ, value, tb):
+        self.f.close()
+        if isinstance(value, UnicodeDecodeError):
+            raise not_utf8(self.path, value) from None
+        return False
+
+
+def _read_utf8(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise not_utf8(path, e) from None
+
+
 # ----------------------------------------------------------------------------- .inter
 def _parse_token(tok: str, path, line: int, domain_items: Sequence[int] | None,
                  offsets: Sequence[int] | None, n_items: int | None) -> int:
@@ -122,7 +148,7 @@ def read_inter(path: str | os.PathLike, n_items: int | None = None, max_len: int
     if domain_items is not None:
         offsets = np.concatenate([[0], np.cumsum(domain_items)[:-1]]).tolist()
     users, hists, targets = [], [], []
-    with open(path, encoding="utf-8") as f:
+    with _utf8_lines(path) as f:
         header = f.readline().rstrip("\n").rstrip("\r")
         if header.split("\t") != INTER_HEADER.split("\t"):
             raise _err(path, f"bad header {header!r}; expected {INTER_HEADER!r}", 1)
@@ -175,7 +201,7 @@ def read_index_map(path: str | os.PathLike) -> list[str]:
     """``raw_id\\tindex`` lines -> list of raw ids in index order (indices must be 0..n-1)."""
     path = _require(Path(path))
     pairs = []
-    with open(path, encoding="utf-8") as f:
+    with _utf8_lines(path) as f:
         for lineno, line in enumerate(f, start=1):
             line = line.rstrip("\n").rstrip("\r")
             if not line:
@@ -200,7 +226,7 @@ def write_index_map(path: str | os.PathLike, raw_ids: Sequence[str]) -> None:
 def read_text(path: str | os.PathLike) -> dict[str, str]:
     path = _require(Path(path))
     out = {}
-    with open(path, encoding="utf-8") as f:
+    with _utf8_lines(path) as f:
         header = f.readline().rstrip("\n").rstrip("\r")
         if header.split("\t") != TEXT_HEADER.split("\t"):
             raise _err(path, f"bad header {header!r}; expected {TEXT_HEADER!r}", 1)
@@ -265,7 +291,7 @@ def read_meta(path: str | os.PathLike) -> dict | None:
     if not path.is_file():
         return None
     try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
+        meta = json.loads(_read_utf8(path))
     except json.JSONDecodeError as e:
         raise _err(path, f"not valid JSON ({e})") from None
     if not isinstance(meta, dict):
@@ -294,6 +320,15 @@ class AtomicDataset:
 
     def path(self, suffix: str) -> Path:
         return self.folder / f"{self.name}.{suffix}"
+
+    def catalogue(self) -> dict:
+        return catalogue(self.name, self.item_ids)
+
+
+def catalogue(name: str, item_ids: Sequence[str]) -> dict:
+    """What a transductive checkpoint records about the items its ID table was trained on."""
+    digest = hashlib.sha256("\n".join(item_ids).encode("utf-8")).hexdigest()
+    return {"name": name, "n_items": len(item_ids), "items_sha256": digest}
 
 
 def dataset_folder(root: str | os.PathLike, name: str) -> Path:
@@ -334,11 +369,20 @@ def load_dataset(root: str | os.PathLike, name: str, splits: Sequence[str] = SPL
                 raise _err(p, "file not found")
             continue
         feats[key] = read_features(p, n_items=n_items, dim=dims.get(suffix), check_finite=check_finite)
+    _require_rows(folder, name, loaded)
     return AtomicDataset(name, folder, item_ids, user_ids, loaded, feats, meta)
 
 
+def _require_rows(folder: Path, name: str, loaded: dict[str, Split]) -> None:
+    # An empty split would otherwise surface only after a full training epoch (or as zero metrics).
+    for s, split in loaded.items():
+        if len(split) == 0:
+            raise _err(folder / f"{name}.{s}.inter", "has no rows (only the header): every split needs at "
+                                                     "least one user; re-create the split files")
+
+
 def _load_corpus(folder, name, pt, splits, max_len, check_finite, require_features, meta) -> AtomicDataset:
-    domains = [d.strip() for d in pt.read_text(encoding="utf-8").replace("\n", ",").split(",") if d.strip()]
+    domains = [d.strip() for d in _read_utf8(pt).replace("\n", ",").split(",") if d.strip()]
     if not domains:
         raise _err(pt, "lists no domains (expected comma-separated names)")
     dims = (meta or {}).get("dims", {})
@@ -369,6 +413,7 @@ def _load_corpus(folder, name, pt, splits, max_len, check_finite, require_featur
         p = folder / f"{name}.{s}.inter"
         if s == "train" or p.is_file():
             loaded[s] = read_inter(p, max_len=max_len, domain_items=domain_items)
+    _require_rows(folder, name, loaded)
     return AtomicDataset(name, folder, item_ids, None, loaded, feats, meta, domains, domain_items)
 
 

@@ -50,6 +50,7 @@ from typing import Sequence
 import numpy as np
 from filelock import FileLock
 
+from ..errors import UserError
 from ..fsutil import atomic_dir, atomic_write_json, atomic_write_text, sha256_file
 from .atomic import (FEATURE_SUFFIXES, MAX_LEN, Split, write_dataset, write_features,
                      write_index_map, write_inter, write_text)
@@ -540,8 +541,15 @@ def ensure_sample(root: str | os.PathLike | None = None, seed: int = 0, *, force
     (generator version, seed, sizes) written last, so an interrupted run leaves no sample that looks
     complete. Concurrent callers (several processes of one launch) serialise on a lock file.
     """
+    where = "--root" if root is not None else ("MISSREC_DATA_ROOT" if "MISSREC_DATA_ROOT" in os.environ else "./data")
     root = Path(root) if root is not None else default_root()
     target = root / "sample"
+    for p in (root, *root.parents):
+        if p.exists() and not p.is_dir():
+            raise UserError(f"{where} {root}", f"{p} is a file, not a folder; give a folder (the sample goes "
+                                               "to ROOT/sample)")
+    if target.exists() and not target.is_dir():
+        raise UserError(target, "is a file, not a folder; move it away or give another --root")
     want = {"generator_version": GENERATOR_VERSION, "seed": int(seed), "config": asdict(SampleConfig(**sizes))}
     root.mkdir(parents=True, exist_ok=True)
     with FileLock(str(root / ".sample.lock")):

@@ -4,16 +4,17 @@ The generator is missrec/data/sample.py; the baselines are missrec/baselines.py.
 """
 from __future__ import annotations
 
-import argparse
+import sys
 import time
 from typing import Sequence
 
 from ..baselines import baseline_table, format_baseline_table
+from ..cli import ArgumentParser, run
 from ..data.sample import SampleConfig, ensure_sample, format_summary, read_summary
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
+    ap = ArgumentParser(
         prog="missrec-sample",
         description="Generate (if needed) the embedded synthetic multi-domain sample under ROOT/sample and print "
                     "its size and the random / popularity / most-frequent-successor baselines on the target "
@@ -49,3 +50,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(format_baseline_table(baseline_table(path, progress=False)))
     return 0
 
+
+
+def cli(argv=None):
+    return run(main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
