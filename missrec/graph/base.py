@@ -72,7 +72,8 @@ def sample_negatives(data: GraphData, users: np.ndarray, generator: torch.Genera
     return neg
 
 
-def sample_bpr_batches(data: GraphData, batch_size: int, generator: torch.Generator, mode: str = "pairs"):
+def sample_bpr_batches(data: GraphData, batch_size: int, generator: torch.Generator, mode: str = "pairs",
+                       negatives: bool = True):
     """A list of ``(users, pos, neg)`` LongTensor batches covering one epoch.
 
     * ``mode="pairs"`` (LightGCN, VBPR, SLMRec): every training pair once, shuffled; one uniform
@@ -80,6 +81,8 @@ def sample_bpr_batches(data: GraphData, batch_size: int, generator: torch.Genera
     * ``mode="users"`` (MMSSL's sampler): ``n_train // batch_size + 1`` batches, each of
       ``batch_size`` distinct users (users with training items, uniformly), one positive drawn from
       the user's items and one negative.
+
+    With ``negatives=False`` the third tensor is empty (in-batch-softmax models need none).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -90,7 +93,7 @@ def sample_bpr_batches(data: GraphData, batch_size: int, generator: torch.Genera
         for s in range(0, len(perm), batch_size):
             idx = perm[s:s + batch_size]
             u, p = users_all[idx], items_all[idx]
-            batches.append((u, p, sample_negatives(data, u, generator)))
+            batches.append((u, p, sample_negatives(data, u, generator) if negatives else np.zeros(0, np.int64)))
     elif mode == "users":
         deg = data.user_degrees()
         active = np.flatnonzero(deg > 0)
@@ -99,10 +102,28 @@ def sample_bpr_batches(data: GraphData, batch_size: int, generator: torch.Genera
             u = active[torch.randperm(len(active), generator=generator)[:b].numpy()]
             off = (torch.rand(len(u), generator=generator, dtype=torch.float64).numpy() * deg[u]).astype(np.int64)
             p = data.train_indices[data.train_indptr[u] + np.minimum(off, deg[u] - 1)]
-            batches.append((u, p, sample_negatives(data, u, generator)))
+            batches.append((u, p, sample_negatives(data, u, generator) if negatives else np.zeros(0, np.int64)))
     else:
         raise ValueError(f"mode must be 'pairs' or 'users', got {mode!r}")
     return [tuple(torch.from_numpy(np.ascontiguousarray(x)) for x in t) for t in batches]
+
+
+def feature_buffer(x: np.ndarray, normalize: bool) -> torch.Tensor:
+    """A modality's features as a float32 tensor, optionally row-L2-normalised (SLMRec normalises)."""
+    t = torch.from_numpy(np.array(x, dtype=np.float32))  # a copy: memmaps are read-only
+    return nn.functional.normalize(t, dim=1) if normalize else t
+
+
+def lightgcn_layers(adj: torch.Tensor, x: torch.Tensor, n_layers: int, dropout: nn.Module | None = None) -> torch.Tensor:
+    """Mean of ``x, A x, A^2 x, ...`` (``n_layers`` hops); ``dropout`` (if given) is applied to each
+    propagated layer, which then feeds the next (SLMRec's feature-dropout view)."""
+    out, h = x, x
+    for _ in range(n_layers):
+        h = torch.sparse.mm(adj, h)
+        if dropout is not None:
+            h = dropout(h)
+        out = out + h
+    return out / (n_layers + 1)
 
 
 def bpr_loss(pos_scores: torch.Tensor, neg_scores: torch.Tensor) -> torch.Tensor:
