@@ -334,4 +334,4 @@ def load_atomic(root: str | os.PathLike, name: str, max_len: int = 100000,
     if len(ids) and ids.min() < 0:
         raise DataFormatError(f"{ds.folder}: padding id 0 inside a history")
     return GraphData.from_pairs(n_users, n_items, np.concatenate(pu), ids, held["valid"], held["test"],
-                                feats, name, {"format": "atomic", "folder": str(ds.folder)})
+                                feats, name, {"format": "atomic", "folder": str(ds.folder), "user_ids": list(users)})
