@@ -229,7 +229,7 @@ class MMSSL(GraphModel):
             f = np.asarray(data.features[m])
             if f.ndim != 2 or f.shape[0] != self.n_items:
                 raise ValueError(f"mmssl: feature {m!r}: expected shape [n_items={self.n_items}, d], got {f.shape}")
-            self.register_buffer(f"feat_{m}", torch.as_tensor(f, dtype=torch.float32).clone(), persistent=False)
+            self.register_buffer(f"feat_{m}", torch.tensor(f, dtype=torch.float32), persistent=False)
         self.trans = nn.ModuleDict({m: nn.Linear(data.features[m].shape[1], d) for m in self.modalities})
         for lin in self.trans.values():
             nn.init.xavier_uniform_(lin.weight)
