@@ -279,7 +279,8 @@ class MMSSL(GraphModel):
         self._pairs = dict(pairs)
         self._graphs = {m: self._A if p is None else one_sided_graphs(p[0], p[1], self.n_users, self.n_items)
                         for m, p in pairs.items()}
-        self._dev_cache = {}
+        # keep the training graph's device copy; drop those of replaced graphs
+        self._dev_cache = {k: v for k, v in self._dev_cache.items() if any(v[0] is a for a in self._A)}
 
     # the regenerated graphs (and main.py's pending buffer) are model state: the loop keeps the
     # best epoch's state_dict, and the embeddings depend on them
