@@ -59,6 +59,11 @@ def test_config_defaults_per_variant_and_errors():
         resolve_config({"variant": "fixed"})
     with pytest.raises(ValueError, match="d_norm"):
         resolve_config({"d_norm": "group"})
+    data = tiny(modalities=("image", "text", "audio"))
+    assert make(data).modalities == ["audio", "image", "text"]
+    assert list(make(data, modalities=["text"]).trans) == ["text"]
+    with pytest.raises(ValueError, match="not in dataset"):
+        make(data, modalities=["video"])
 
 
 # ------------------------------------------------------------------------- graph pairing

@@ -93,6 +93,7 @@ DEFAULTS = {
     "d_max_items": 20000,
     "d_hidden_cap": None,
     "score_chunk": 8192,
+    "modalities": None,  # feature names to use; None: every feature the dataset has
 }
 
 # Keys whose default depends on the variant; an explicit cfg value always wins.
@@ -223,7 +224,11 @@ class MMSSL(GraphModel):
         if not data.features:
             raise ValueError(f"mmssl: dataset {getattr(data, 'name', '?')}: needs at least one item feature")
         self.n_users, self.n_items = int(data.n_users), int(data.n_items)
-        self.modalities = sorted(data.features)
+        self.modalities = sorted(data.features) if cfg["modalities"] is None else list(cfg["modalities"])
+        missing = sorted(set(self.modalities) - set(data.features))
+        if missing or not self.modalities:
+            raise ValueError(f"mmssl: modalities {missing or '[]'} not in dataset {getattr(data, 'name', '?')} "
+                             f"(it has {sorted(data.features)})")
         d = int(cfg["embed_size"])
         for m in self.modalities:
             f = np.asarray(data.features[m])
