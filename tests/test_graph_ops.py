@@ -252,3 +252,18 @@ def test_samplers_draw_true_positives_and_negatives(mode):
         assert len(batches) == g.n_train // 64 + 1
     again = sample_bpr_batches(g, 64, torch.Generator().manual_seed(0), mode=mode)
     assert all(torch.equal(a, b) for x, y in zip(batches, again) for a, b in zip(x, y))
+
+
+def test_compare_table_puts_graph_and_missrec_rows_together(tmp_path):
+    from missrec.recipes.compare import table
+
+    (tmp_path / "g").mkdir()
+    (tmp_path / "g" / "results.json").write_text(json.dumps({"dataset": "d", "model": "lightgcn",
+                                                             "test": {"recall@20": 0.3}, "popularity": {"test": {"recall@20": 0.2}}}))
+    (tmp_path / "m.json").write_text(json.dumps({"dataset": "d", "mode": "transductive", "pretrained": "none",
+                                                 "test": {"recall@20": 0.4, "ndcg@10": 0.1}}))
+    t = table([tmp_path / "g", tmp_path / "m.json"])
+    assert "| lightgcn | " in t and "| MISSRec (id, scratch) |" in t and "| popularity |" in t and "0.4000" in t
+    (tmp_path / "o.json").write_text(json.dumps({"dataset": "other", "model": "vbpr", "test": {}}))
+    with pytest.raises(ValueError, match="several datasets"):
+        table([tmp_path / "g", tmp_path / "o.json"])
