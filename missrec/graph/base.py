@@ -1,0 +1,152 @@
+"""The graph-model protocol and the batch samplers the models share.
+
+A graph model is a :class:`GraphModel` (``nn.Module``) built as ``Model(data, cfg)``. It runs
+its own batches inside an epoch (MMSSL takes a discriminator step and a generator step per
+batch), so the loop in :mod:`missrec.graph.loop` only calls:
+
+* ``configure_optimizers() -> list[torch.optim.Optimizer]``,
+* ``train_epoch(data, epoch, generator, optimizers) -> {"loss": float, ...}``,
+* ``embeddings() -> (user_emb [U, d], item_emb [I, d])`` under no_grad; score = ``user_emb @ item_emb.T``.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from .data import GraphData
+
+
+class GraphModel(nn.Module):
+    """Base class: keeps ``cfg`` and the data sizes; subclasses implement the three methods."""
+
+    #: cfg keys a model understands, with defaults (subclasses extend this)
+    defaults: dict = {}
+
+    def __init__(self, data: GraphData, cfg: dict | None = None):
+        super().__init__()
+        cfg = dict(cfg or {})
+        unknown = sorted(set(cfg) - set(self.defaults))
+        if unknown:
+            raise ValueError(f"{type(self).__name__}: unknown options {unknown} (known: {sorted(self.defaults)})")
+        self.cfg = {**self.defaults, **cfg}
+        self.n_users, self.n_items = data.n_users, data.n_items
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        raise NotImplementedError
+
+    def train_epoch(self, data: GraphData, epoch: int, generator: torch.Generator, optimizers) -> dict[str, float]:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    @property
+    def device(self) -> torch.device:
+        return next(iter(self.parameters()), torch.zeros(())).device
+
+
+def _randint(n: int, size: int, generator: torch.Generator) -> np.ndarray:
+    return torch.randint(0, n, (size,), generator=generator).numpy()
+
+
+def sample_negatives(data: GraphData, users: np.ndarray, generator: torch.Generator, max_rounds: int = 50) -> np.ndarray:
+    """One item per user drawn uniformly from the items NOT in the user's training set.
+
+    Rejection sampling, vectorised: membership is a binary search of ``u * I + i`` in the sorted
+    CSR keys. A user whose training set covers the catalogue keeps its last draw (cannot happen in
+    any real dataset; it would make the negative a positive rather than loop forever)."""
+    n_items = data.n_items
+    keys = np.repeat(np.arange(data.n_users, dtype=np.int64), data.user_degrees()) * n_items + data.train_indices
+    neg = _randint(n_items, len(users), generator)
+    todo = np.arange(len(users))
+    for _ in range(max_rounds):
+        k = users[todo] * n_items + neg[todo]
+        pos = np.searchsorted(keys, k)
+        hit = (pos < len(keys)) & (keys[np.minimum(pos, len(keys) - 1)] == k)
+        todo = todo[hit]
+        if not len(todo):
+            break
+        neg[todo] = _randint(n_items, len(todo), generator)
+    return neg
+
+
+def sample_bpr_batches(data: GraphData, batch_size: int, generator: torch.Generator, mode: str = "pairs",
+                       negatives: bool = True):
+    """A list of ``(users, pos, neg)`` LongTensor batches covering one epoch.
+
+    * ``mode="pairs"`` (LightGCN, VBPR, SLMRec): every training pair once, shuffled; one uniform
+      negative per pair.
+    * ``mode="users"`` (MMSSL's sampler): ``n_train // batch_size + 1`` batches, each of
+      ``batch_size`` distinct users (users with training items, uniformly), one positive drawn from
+      the user's items and one negative.
+
+    With ``negatives=False`` the third tensor is empty (in-batch-softmax models need none).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    users_all, items_all = data.train_pairs()
+    batches = []
+    if mode == "pairs":
+        perm = torch.randperm(len(users_all), generator=generator).numpy()
+        for s in range(0, len(perm), batch_size):
+            idx = perm[s:s + batch_size]
+            u, p = users_all[idx], items_all[idx]
+            batches.append((u, p, sample_negatives(data, u, generator) if negatives else np.zeros(0, np.int64)))
+    elif mode == "users":
+        deg = data.user_degrees()
+        active = np.flatnonzero(deg > 0)
+        b = min(batch_size, len(active))
+        for _ in range(data.n_train // batch_size + 1):
+            u = active[torch.randperm(len(active), generator=generator)[:b].numpy()]
+            off = (torch.rand(len(u), generator=generator, dtype=torch.float64).numpy() * deg[u]).astype(np.int64)
+            p = data.train_indices[data.train_indptr[u] + np.minimum(off, deg[u] - 1)]
+            batches.append((u, p, sample_negatives(data, u, generator) if negatives else np.zeros(0, np.int64)))
+    else:
+        raise ValueError(f"mode must be 'pairs' or 'users', got {mode!r}")
+    return [tuple(torch.from_numpy(np.ascontiguousarray(x)) for x in t) for t in batches]
+
+
+def feature_buffer(x: np.ndarray, normalize: bool) -> torch.Tensor:
+    """A modality's features as a float32 tensor, optionally row-L2-normalised (SLMRec normalises)."""
+    t = torch.from_numpy(np.array(x, dtype=np.float32))  # a copy: memmaps are read-only
+    return nn.functional.normalize(t, dim=1) if normalize else t
+
+
+def lightgcn_layers(adj: torch.Tensor, x: torch.Tensor, n_layers: int, dropout: nn.Module | None = None) -> torch.Tensor:
+    """Mean of ``x, A x, A^2 x, ...`` (``n_layers`` hops); ``dropout`` (if given) is applied to each
+    propagated layer, which then feeds the next (SLMRec's feature-dropout view)."""
+    out, h = x, x
+    for _ in range(n_layers):
+        h = torch.sparse.mm(adj, h)
+        if dropout is not None:
+            h = dropout(h)
+        out = out + h
+    return out / (n_layers + 1)
+
+
+def bpr_loss(pos_scores: torch.Tensor, neg_scores: torch.Tensor) -> torch.Tensor:
+    """``-mean log sigmoid(s_pos - s_neg)`` (softplus form, stable for large margins)."""
+    return nn.functional.softplus(neg_scores - pos_scores).mean()
+
+
+def l2_reg(*tensors: torch.Tensor) -> torch.Tensor:
+    """``1/2 sum ||t||^2 / batch`` over the given batch tensors (the usual embedding regulariser)."""
+    n = tensors[0].shape[0]
+    return sum(t.pow(2).sum() for t in tensors) / (2 * max(n, 1))
+
+
+def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float, normalize: bool = True,
+             mask_same: torch.Tensor | None = None) -> torch.Tensor:
+    """In-batch softmax cross-entropy ``CE(a b^T / t, diag)``. ``mask_same`` (ids per row): off-diagonal
+    entries with the same id as the row's own are not counted as negatives (repeated users/items)."""
+    if normalize:
+        a, b = nn.functional.normalize(a, dim=-1), nn.functional.normalize(b, dim=-1)
+    logits = a @ b.T / temperature
+    if mask_same is not None:
+        same = (mask_same[:, None] == mask_same[None, :])
+        same.fill_diagonal_(False)
+        logits = logits.masked_fill(same, float("-inf"))
+    target = torch.arange(len(a), device=a.device)
+    return nn.functional.cross_entropy(logits, target)

@@ -1,0 +1,337 @@
+"""The data every graph baseline trains on: a user x item training graph, held-out items, features.
+
+Three on-disk layouts load into one :class:`GraphData`:
+
+* MMSSL's folder (``train.json`` / ``val.json`` / ``test.json`` = ``{"uid": [items]}`` plus
+  ``image_feat.npy``, ``text_feat.npy`` and any other ``<name>_feat.npy``). MMSSL also ships a
+  pickled ``train_mat``; it is never read: the matrix is rebuilt from ``train.json``.
+* SLMRec's ``<name>.train`` / ``<name>.test`` (CSV ``user,item``, no header) plus
+  ``<name>_FeatureVideo_normal.npy`` etc. SLMRec has no validation split: one is carved from the
+  training pairs, seeded, and recorded in :attr:`GraphData.info`.
+* This project's atomic dataset folders (:func:`missrec.data.atomic.load_dataset`), so the same
+  dataset can be given to MISSRec and to the graph models.
+
+Items and users are 0-based here (the atomic layout's item ids are file index + 1; we subtract 1).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ..data.atomic import DataFormatError
+
+
+@dataclass
+class GraphData:
+    """A training graph in CSR form plus per-user held-out items and per-modality item features.
+
+    ``train_indices[train_indptr[u]:train_indptr[u + 1]]`` are user ``u``'s training items (sorted,
+    distinct). ``valid[u]`` / ``test[u]`` hold the user's held-out items (possibly empty).
+    ``features[m]`` is a float32 ``[n_items, d_m]`` array per modality. ``info`` records how the
+    data was made (source files, a carved validation split's seed and ratio).
+    """
+
+    n_users: int
+    n_items: int
+    train_indptr: np.ndarray
+    train_indices: np.ndarray
+    valid: list
+    test: list
+    features: dict = field(default_factory=dict)
+    name: str = ""
+    info: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.train_indptr = np.asarray(self.train_indptr, dtype=np.int64)
+        self.train_indices = np.asarray(self.train_indices, dtype=np.int64)
+        if self.train_indptr.shape != (self.n_users + 1,) or self.train_indptr[0] != 0 \
+                or self.train_indptr[-1] != len(self.train_indices) or np.any(np.diff(self.train_indptr) < 0):
+            raise ValueError(f"{self.name}: train_indptr must be a non-decreasing [n_users + 1] array "
+                             f"from 0 to len(train_indices)")
+        if len(self.train_indices) and (self.train_indices.min() < 0 or self.train_indices.max() >= self.n_items):
+            raise ValueError(f"{self.name}: train item ids must lie in 0..{self.n_items - 1}")
+        for split in ("valid", "test"):
+            rows = getattr(self, split)
+            if len(rows) != self.n_users:
+                raise ValueError(f"{self.name}: {split} must hold one item array per user "
+                                 f"({self.n_users}), got {len(rows)}")
+            rows = [np.asarray(r, dtype=np.int64).reshape(-1) for r in rows]
+            for r in rows:
+                if len(r) and (r.min() < 0 or r.max() >= self.n_items):
+                    raise ValueError(f"{self.name}: {split} item ids must lie in 0..{self.n_items - 1}")
+            setattr(self, split, rows)
+        for k, f in self.features.items():
+            if f.ndim != 2 or f.shape[0] != self.n_items:
+                raise ValueError(f"{self.name}: feature '{k}' must be [n_items={self.n_items}, d], got {f.shape}")
+
+    # -------------------------------------------------------------------------------- building
+    @classmethod
+    def from_pairs(cls, n_users: int, n_items: int, users, items, valid, test, features=None, name="", info=None):
+        """Build from (user, item) training pairs; duplicates are dropped, rows sorted."""
+        users = np.asarray(users, dtype=np.int64)
+        items = np.asarray(items, dtype=np.int64)
+        if len(users) and (users.min() < 0 or users.max() >= n_users):
+            raise ValueError(f"{name}: train user ids must lie in 0..{n_users - 1}")
+        if len(items) and (items.min() < 0 or items.max() >= n_items):
+            raise ValueError(f"{name}: train item ids must lie in 0..{n_items - 1}")
+        key = np.unique(users * n_items + items)
+        u, i = key // n_items, key % n_items
+        indptr = np.zeros(n_users + 1, dtype=np.int64)
+        np.cumsum(np.bincount(u, minlength=n_users), out=indptr[1:])
+        feats = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in (features or {}).items()}
+        return cls(n_users, n_items, indptr, i, list(valid), list(test), feats, name, dict(info or {}))
+
+    # -------------------------------------------------------------------------------- views
+    @property
+    def n_train(self) -> int:
+        return len(self.train_indices)
+
+    def user_degrees(self) -> np.ndarray:
+        return np.diff(self.train_indptr)
+
+    def train_pairs(self) -> tuple[np.ndarray, np.ndarray]:
+        """(users, items) int64 arrays of every training interaction (user-major, items sorted)."""
+        users = np.repeat(np.arange(self.n_users, dtype=np.int64), self.user_degrees())
+        return users, self.train_indices.copy()
+
+    def train_items(self, u: int) -> np.ndarray:
+        return self.train_indices[self.train_indptr[u]:self.train_indptr[u + 1]]
+
+    def train_csr_torch(self, device=None) -> torch.Tensor:
+        """The training matrix R as a coalesced torch sparse COO float tensor ``[n_users, n_items]``."""
+        u, i = self.train_pairs()
+        idx = torch.from_numpy(np.stack([u, i]))
+        r = torch.sparse_coo_tensor(idx, torch.ones(len(u)), (self.n_users, self.n_items), check_invariants=False).coalesce()
+        return r.to(device) if device is not None else r
+
+    def split(self, name: str) -> list:
+        if name not in ("valid", "test"):
+            raise ValueError(f"split must be 'valid' or 'test', got {name!r}")
+        return getattr(self, name)
+
+    def stats(self) -> dict:
+        return {"name": self.name, "users": self.n_users, "items": self.n_items, "train": self.n_train,
+                "valid": int(sum(len(v) for v in self.valid)), "test": int(sum(len(t) for t in self.test)),
+                "features": {k: int(v.shape[1]) for k, v in self.features.items()}}
+
+
+# ------------------------------------------------------------------------------------ helpers
+def _read_npy(path: Path, n_items: int | None = None) -> np.ndarray:
+    try:
+        arr = np.load(path, allow_pickle=False)  # never unpickle: .npy of plain floats only
+    except (OSError, ValueError) as e:
+        raise DataFormatError(f"{path}: not a plain numeric .npy array ({e})") from None
+    if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.number):
+        raise DataFormatError(f"{path}: expected a numeric [n_items, d] array, got {arr.dtype} {arr.shape}")
+    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    if not np.isfinite(arr).all():
+        raise DataFormatError(f"{path}: holds NaN or infinite values")
+    if n_items is not None and arr.shape[0] != n_items:
+        raise DataFormatError(f"{path}: {arr.shape[0]} rows, expected one per item ({n_items})")
+    return arr
+
+
+def _read_user_json(path: Path) -> dict[int, list[int]]:
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataFormatError(f"{path}: file not found") from None
+    except (OSError, ValueError) as e:
+        raise DataFormatError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(raw, dict):
+        raise DataFormatError(f'{path}: expected a JSON object {{"user id": [item ids]}}')
+    out = {}
+    for k, v in raw.items():
+        try:
+            u = int(k)
+            items = [int(x) for x in v]
+        except (TypeError, ValueError):
+            raise DataFormatError(f"{path}: user {k!r}: expected an integer user id and a list of integer item ids") from None
+        if u < 0 or any(i < 0 for i in items):
+            raise DataFormatError(f"{path}: user {k!r}: ids must be >= 0")
+        out[u] = items
+    return out
+
+
+def _per_user(d: dict[int, list[int]], n_users: int) -> list[np.ndarray]:
+    rows = [np.zeros(0, dtype=np.int64) for _ in range(n_users)]
+    for u, items in d.items():
+        rows[u] = np.unique(np.asarray(items, dtype=np.int64))
+    return rows
+
+
+# ------------------------------------------------------------------------------------ MMSSL
+MMSSL_FEATURES = {"image": "image_feat.npy", "text": "text_feat.npy"}
+
+
+def load_mmssl(folder: str | os.PathLike, name: str | None = None) -> GraphData:
+    """MMSSL's dataset folder. ``n_items`` = max item id + 1 over the three files (or the feature
+    rows, if more); ``n_users`` = max user id + 1 over the three files. Every ``*_feat.npy`` is a
+    modality: ``image_feat.npy`` -> "image", ``text_feat.npy`` -> "text", ``audio_feat.npy`` -> "audio"."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataFormatError(f"{folder}: dataset folder not found")
+    splits = {s: _read_user_json(folder / f"{s}.json") for s in ("train", "val", "test")}
+    users = [u for d in splits.values() for u in d]
+    items = [i for d in splits.values() for v in d.values() for i in v]
+    if not splits["train"] or not any(splits["train"].values()):
+        raise DataFormatError(f"{folder / 'train.json'}: no training interactions")
+    n_users = max(users) + 1
+    n_items = max(items) + 1
+    paths = sorted(folder.glob("*_feat.npy"))
+    for key, fn in MMSSL_FEATURES.items():
+        if not (folder / fn).is_file():
+            raise DataFormatError(f"{folder / fn}: file not found (MMSSL needs image and text features)")
+    feats = {}
+    for p in paths:
+        arr = _read_npy(p)
+        if arr.shape[0] < n_items:
+            raise DataFormatError(f"{p}: {arr.shape[0]} rows, but the interaction files use item ids up to {n_items - 1}")
+        feats[p.name[: -len("_feat.npy")]] = arr
+    n_items = max(a.shape[0] for a in feats.values())
+    for p in paths:
+        if feats[p.name[: -len("_feat.npy")]].shape[0] != n_items:
+            raise DataFormatError(f"{p}: {feats[p.name[:-9]].shape[0]} rows, other feature files have {n_items}")
+    tu = np.concatenate([np.full(len(v), u, dtype=np.int64) for u, v in splits["train"].items()])
+    ti = np.concatenate([np.asarray(v, dtype=np.int64) for v in splits["train"].values()])
+    return GraphData.from_pairs(n_users, n_items, tu, ti, _per_user(splits["val"], n_users),
+                                _per_user(splits["test"], n_users), feats, name or folder.name,
+                                {"format": "mmssl", "folder": str(folder)})
+
+
+# ------------------------------------------------------------------------------------ SLMRec
+SLMREC_FEATURES = {"visual": "FeatureVideo_normal", "audio": "FeatureAudio_avg_normal", "text": "FeatureText_stl_normal"}
+
+
+def _read_pairs(path: Path, sep: str) -> np.ndarray:
+    if not path.is_file():
+        raise DataFormatError(f"{path}: file not found")
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            line = line.strip()
+            if not line:
+                continue
+            parts = line.split(sep)
+            try:
+                rows.append((int(parts[0]), int(parts[1])))
+            except (ValueError, IndexError):
+                raise DataFormatError(f"{path}:{n}: expected 'user{sep}item' (integers), got {line[:60]!r}") from None
+    if not rows:
+        raise DataFormatError(f"{path}: no interactions")
+    return np.asarray(rows, dtype=np.int64)
+
+
+def carve_validation(users: np.ndarray, items: np.ndarray, ratio: float, seed: int) -> np.ndarray:
+    """Boolean mask of the training pairs moved to validation: per user with >= 2 pairs,
+    ``max(1, round(ratio * n))`` of them (at most n - 1), chosen by a seeded permutation."""
+    if not 0.0 <= ratio < 1.0:
+        raise ValueError(f"valid_ratio must lie in [0, 1), got {ratio}")
+    rng = np.random.default_rng(seed)
+    order = np.lexsort((rng.random(len(users)), users))  # users grouped, random order inside
+    su = users[order]
+    start = np.r_[0, np.flatnonzero(np.diff(su)) + 1]
+    counts = np.diff(np.r_[start, len(su)])
+    take = np.where(counts >= 2, np.minimum(np.maximum(1, np.rint(ratio * counts)), counts - 1), 0).astype(np.int64)
+    if ratio == 0.0:
+        take[:] = 0
+    pos = np.arange(len(su)) - np.repeat(start, counts)
+    mask = np.zeros(len(users), dtype=bool)
+    mask[order] = pos < np.repeat(take, counts)
+    return mask
+
+
+def load_slmrec(folder: str | os.PathLike, name: str, valid_ratio: float = 0.1, seed: int = 2021,
+                sep: str = ",") -> GraphData:
+    """SLMRec's ``<name>.train`` / ``<name>.test`` pairs and ``<name>_Feature*.npy`` features.
+
+    Ids are remapped over train then test in order of first appearance (as SLMRec does); feature
+    rows are indexed by the raw item id. A validation split is carved from train
+    (:func:`carve_validation`) and recorded in ``info``."""
+    folder = Path(folder)
+    tr = _read_pairs(folder / f"{name}.train", sep)
+    te = _read_pairs(folder / f"{name}.test", sep)
+    both = np.concatenate([tr, te])
+    raw_users, uidx = np.unique(both[:, 0], return_index=True)
+    raw_items, iidx = np.unique(both[:, 1], return_index=True)
+    # Order of first appearance, like pandas' unique().
+    user_order = raw_users[np.argsort(uidx, kind="stable")]
+    item_order = raw_items[np.argsort(iidx, kind="stable")]
+    umap = {int(r): k for k, r in enumerate(user_order)}
+    imap = {int(r): k for k, r in enumerate(item_order)}
+    n_users, n_items = len(umap), len(imap)
+    tu = np.fromiter((umap[int(x)] for x in tr[:, 0]), np.int64, len(tr))
+    ti = np.fromiter((imap[int(x)] for x in tr[:, 1]), np.int64, len(tr))
+    eu = np.fromiter((umap[int(x)] for x in te[:, 0]), np.int64, len(te))
+    ei = np.fromiter((imap[int(x)] for x in te[:, 1]), np.int64, len(te))
+    key = np.unique(tu * n_items + ti)  # duplicate pairs would leak into validation otherwise
+    tu, ti = key // n_items, key % n_items
+    vmask = carve_validation(tu, ti, valid_ratio, seed)
+    feats = {}
+    for key_, stem in SLMREC_FEATURES.items():
+        p = folder / f"{name}_{stem}.npy"
+        if p.is_file():
+            arr = _read_npy(p)
+            if arr.shape[0] <= int(item_order.max()):
+                raise DataFormatError(f"{p}: {arr.shape[0]} rows, but raw item ids reach {int(item_order.max())}")
+            feats[key_] = arr[item_order]
+    if not feats:
+        raise DataFormatError(f"{folder}: no feature file {name}_{{{','.join(SLMREC_FEATURES.values())}}}.npy")
+
+    def rows(u, i):
+        out = [[] for _ in range(n_users)]
+        for a, b in zip(u.tolist(), i.tolist()):
+            out[a].append(b)
+        return [np.asarray(sorted(set(r)), dtype=np.int64) for r in out]
+
+    info = {"format": "slmrec", "folder": str(folder), "valid_ratio": valid_ratio, "valid_seed": seed,
+            "valid_pairs": int(vmask.sum()), "user_ids": [int(x) for x in user_order],
+            "item_ids": [int(x) for x in item_order]}
+    return GraphData.from_pairs(n_users, n_items, tu[~vmask], ti[~vmask], rows(tu[vmask], ti[vmask]), rows(eu, ei),
+                                feats, name, info)
+
+
+# ------------------------------------------------------------------------------------ atomic
+def load_atomic(root: str | os.PathLike, name: str, max_len: int = 100000,
+                modalities: Sequence[str] = ("text", "image")) -> GraphData:
+    """One of this project's dataset folders. The training graph holds every item of the train
+    rows (histories and targets) and of the validation rows' histories: with the leave-one-out
+    layout that is each user's ``items[:-2]``, i.e. exactly what MISSRec trains on, including
+    users too short to have a train row. Valid/test targets are the held-out items."""
+    from ..data.atomic import load_dataset
+
+    ds = load_dataset(root, name, max_len=max_len, require_features=tuple(modalities))
+    users: dict[str, int] = {}
+    for s in ("train", "valid", "test"):
+        for tok in ds.splits[s].user:
+            users.setdefault(str(tok), len(users))
+    n_users, n_items = len(users), ds.n_items
+    pu, pi = [], []
+    for s, with_target in (("train", True), ("valid", False)):
+        sp = ds.splits[s]
+        uid = np.fromiter((users[str(t)] for t in sp.user), np.int64, len(sp))
+        valid_pos = np.arange(sp.seq.shape[1])[None, :] < sp.length[:, None]
+        pu.append(np.broadcast_to(uid[:, None], sp.seq.shape)[valid_pos])
+        pi.append(np.asarray(sp.seq)[valid_pos])
+        if with_target:
+            pu.append(uid)
+            pi.append(np.asarray(sp.target))
+    held = {}
+    for s in ("valid", "test"):
+        sp = ds.splits[s]
+        out = [[] for _ in range(n_users)]
+        for t, item in zip(sp.user, sp.target.tolist()):
+            out[users[str(t)]].append(item - 1)
+        held[s] = [np.asarray(sorted(set(r)), dtype=np.int64) for r in out]
+    feats = {m: np.asarray(ds.features[m], dtype=np.float32) for m in modalities}
+    ids = np.concatenate(pi) - 1
+    if len(ids) and ids.min() < 0:
+        raise DataFormatError(f"{ds.folder}: padding id 0 inside a history")
+    return GraphData.from_pairs(n_users, n_items, np.concatenate(pu), ids, held["valid"], held["test"],
+                                feats, name, {"format": "atomic", "folder": str(ds.folder), "user_ids": list(users)})

@@ -1,0 +1,46 @@
+"""LightGCN (He et al., SIGIR 2020): ID embeddings propagated over the symmetric-normalised
+user-item graph, mean over layers, BPR loss. The collaborative reference point (no features)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .base import GraphModel, bpr_loss, l2_reg, lightgcn_layers, sample_bpr_batches
+from .data import GraphData
+from .sparse import normalized_adjacency
+
+
+class LightGCN(GraphModel):
+    defaults = {"embed_dim": 64, "n_layers": 3, "lr": 1e-3, "reg": 1e-4, "batch_size": 2048, "init_std": 0.1}
+
+    def __init__(self, data: GraphData, cfg: dict | None = None):
+        super().__init__(data, cfg)
+        c = self.cfg
+        self.embedding = nn.Parameter(torch.randn(self.n_users + self.n_items, c["embed_dim"]) * c["init_std"])
+        self.register_buffer("adj", normalized_adjacency(data.train_csr_torch()), persistent=False)
+
+    def configure_optimizers(self):
+        return [torch.optim.Adam(self.parameters(), lr=self.cfg["lr"])]
+
+    def propagate(self) -> tuple[torch.Tensor, torch.Tensor]:
+        out = lightgcn_layers(self.adj, self.embedding, self.cfg["n_layers"])
+        return out[: self.n_users], out[self.n_users:]
+
+    def train_epoch(self, data, epoch, generator, optimizers):
+        (opt,) = optimizers
+        total, n = 0.0, 0
+        for u, p, q in sample_bpr_batches(data, self.cfg["batch_size"], generator):
+            u, p, q = u.to(self.device), p.to(self.device), q.to(self.device)
+            ue, ie = self.propagate()
+            loss = bpr_loss((ue[u] * ie[p]).sum(-1), (ue[u] * ie[q]).sum(-1))
+            ego = self.embedding
+            loss = loss + self.cfg["reg"] * l2_reg(ego[u], ego[self.n_users + p], ego[self.n_users + q])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total, n = total + float(loss.detach()) * len(u), n + len(u)
+        return {"loss": total / max(n, 1)}
+
+    @torch.no_grad()
+    def embeddings(self):
+        return self.propagate()

@@ -1,0 +1,149 @@
+"""Training loop of the graph baselines: epochs, validation every ``eval_every`` epochs, model
+selection on the VALIDATION split only, early stopping, and one test evaluation at the best
+validation epoch (best weights kept in memory).
+
+Everything a model's ``embeddings()`` depends on must live in its ``state_dict`` (parameters,
+persistent buffers, or ``get_extra_state``): that is what is kept for the best epoch.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..evaluate import round_metrics, write_results_json
+from ..fsutil import atomic_path, atomic_write_text
+from .data import GraphData
+from .evaluate import evaluate_data
+
+
+@dataclass
+class FitArgs:
+    """Options of :func:`fit` (shared by every graph model)."""
+
+    output_dir: str = field(default="outputs/baselines", metadata={"help": "Where results.json / results.md / curves.png go (empty: write nothing)."})
+    epochs: int = field(default=1000, metadata={"help": "Maximum number of epochs."})
+    patience: int = field(default=8, metadata={"help": "Stop after this many validations without a better validation metric."})
+    eval_every: int = field(default=1, metadata={"help": "Validate every N epochs."})
+    metric: str = field(default="recall@20", metadata={"help": "Validation metric that picks the best epoch."})
+    ks: str = field(default="10,20,50", metadata={"help": "Cut-offs K (comma separated)."})
+    ndcg: str = field(default="standard", metadata={"help": "standard (ideal DCG over min(|GT|, K)) | legacy (MMSSL's: over the retrieved hits)."})
+    eval_batch_size: int = field(default=1024, metadata={"help": "Users per evaluation batch."})
+    seed: int = field(default=2022, metadata={"help": "Seed of initialisation and sampling."})
+    device: str = field(default="auto", metadata={"help": "auto (cuda if available) | cpu | cuda[:N]."})
+    plot: bool = field(default=True, metadata={"help": "Write curves.png."})
+    progress: bool = field(default=True, metadata={"help": "Print one line per epoch."})
+
+    @property
+    def ks_tuple(self) -> tuple[int, ...]:
+        return tuple(int(k) for k in self.ks.split(",") if k.strip())
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _check_finite(stats: dict, epoch: int) -> None:
+    bad = {k: v for k, v in stats.items() if not math.isfinite(float(v))}
+    if bad:
+        raise FloatingPointError(f"epoch {epoch}: non-finite training statistics {bad} (lower the learning rate?)")
+
+
+def fit(model, data: GraphData, args: FitArgs, name: str | None = None) -> dict:
+    """Train ``model`` on ``data``; return (and write, if ``args.output_dir``) the results dict."""
+    ks = args.ks_tuple
+    if args.metric.split("@")[0] not in ("recall", "precision", "ndcg", "hit") or int(args.metric.split("@")[1]) not in ks:
+        raise ValueError(f"--metric {args.metric}: expected recall|precision|ndcg|hit@K with K in --ks {args.ks}")
+    if not any(len(v) for v in data.valid):
+        raise ValueError(f"{data.name}: no validation items (model selection needs a validation split)")
+    device = resolve_device(args.device)
+    model.to(device)
+    gen = torch.Generator().manual_seed(args.seed)
+    optimizers = model.configure_optimizers()
+    name = name or type(model).__name__.lower()
+    best_val, best_epoch, best_state, bad, history = -math.inf, 0, None, 0, []
+    train_time = 0.0
+    epoch = 0
+    for epoch in range(1, args.epochs + 1):
+        model.train()
+        t0 = time.perf_counter()
+        stats = {k: float(v) for k, v in model.train_epoch(data, epoch, gen, optimizers).items()}
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        dt = time.perf_counter() - t0
+        train_time += dt
+        _check_finite(stats, epoch)
+        row = {"epoch": epoch, "train_loss": stats.get("loss", float("nan")), "train_seconds": dt,
+               **{f"train_{k}": v for k, v in stats.items() if k != "loss"}}
+        if epoch % args.eval_every == 0 or epoch == args.epochs:
+            val = evaluate_data(model, data, "valid", ks, args.ndcg, args.eval_batch_size)
+            row.update({f"valid_{k}": v for k, v in val.items() if k != "users"})
+            if val[args.metric] > best_val:
+                best_val, best_epoch, bad = val[args.metric], epoch, 0
+                best_state = {k: (v.detach().clone() if torch.is_tensor(v) else v) for k, v in model.state_dict().items()}
+            else:
+                bad += 1
+        history.append(row)
+        if args.progress:
+            print(f"[{name}] epoch {epoch}: loss {row['train_loss']:.4f} ({dt:.1f}s)"
+                  + (f", valid {args.metric} {row['valid_' + args.metric]:.4f}" if f"valid_{args.metric}" in row else "")
+                  + (" *" if best_epoch == epoch else ""), flush=True)
+        if bad >= args.patience:
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    valid = evaluate_data(model, data, "valid", ks, args.ndcg, args.eval_batch_size)
+    test = evaluate_data(model, data, "test", ks, args.ndcg, args.eval_batch_size)
+    info = {k: v for k, v in data.info.items() if k not in ("user_ids", "item_ids")}
+    results = {"dataset": data.name, "model": name, "metric": args.metric, "ndcg": args.ndcg,
+               "valid": {k: v for k, v in valid.items() if k != "users"},
+               "test": {k: v for k, v in test.items() if k != "users"},
+               "valid_users": valid["users"], "test_users": test["users"],
+               "best_epoch": best_epoch, "epochs_run": epoch, "seconds_per_epoch": train_time / max(epoch, 1),
+               "params": int(sum(p.numel() for p in model.parameters())), "cfg": dict(model.cfg),
+               "fit": asdict(args), "data": data.stats(), "data_info": info, "device": str(device),
+               "history": history}
+    if args.output_dir:
+        write_reports(Path(args.output_dir), results, args.plot)
+    return results
+
+
+def write_reports(out: Path, results: dict, plot: bool = True) -> None:
+    """results.json (rounded), results.md (valid/test table) and curves.png, each written atomically."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_results_json(out / "results.json", round_metrics(results, 4))
+    keys = list(results["test"].keys())
+    lines = [f"# {results['dataset']} — {results['model']} (NDCG: {results['ndcg']})", "",
+             "| split | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
+    for split in ("valid", "test"):
+        lines.append(f"| {split} | " + " | ".join(f"{results[split][k]:.4f}" for k in keys) + " |")
+    lines += ["", f"best epoch (by valid {results['metric']}): {results['best_epoch']} of {results['epochs_run']}; "
+              f"{results['params']:,} parameters; {results['seconds_per_epoch']:.2f} s/epoch on {results['device']}"]
+    atomic_write_text(out / "results.md", "\n".join(lines) + "\n")
+    hist = results["history"]
+    if plot and hist:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax1 = plt.subplots(figsize=(6, 3.5))
+        ax1.plot([h["epoch"] for h in hist], [h["train_loss"] for h in hist], color="tab:blue")
+        ax1.set_xlabel("epoch")
+        ax1.set_ylabel("train loss", color="tab:blue")
+        key = f"valid_{results['metric']}"
+        pts = [(h["epoch"], h[key]) for h in hist if key in h]
+        if pts:
+            ax2 = ax1.twinx()
+            ax2.plot(*zip(*pts), color="tab:red")
+            ax2.set_ylabel(key.replace("_", " "), color="tab:red")
+        ax1.set_title(f"{results['dataset']} — {results['model']}")
+        fig.tight_layout()
+        with atomic_path(out / "curves.png") as tmp:
+            fig.savefig(tmp, format="png", dpi=100)
+        plt.close(fig)

@@ -1,0 +1,159 @@
+"""Train and evaluate a graph baseline (LightGCN, VBPR, SLMRec, MMSSL) on one dataset.
+
+    python baselines/run.py --model lightgcn                       # embedded sample target "sample_a"
+    python baselines/run.py --config baselines/configs/sample_a.yaml --model slmrec
+    python baselines/run.py --format mmssl --data_root data/mmssl/sports --model mmssl \\
+        --config baselines/configs/mmssl_sports.yaml
+
+Data formats (--format): ``atomic`` (this project's folders: <data_root>/<dataset>/), ``mmssl``
+(<data_root> = the folder holding train.json, val.json, test.json, *_feat.npy) and ``slmrec``
+(<data_root>/<dataset>.train / .test + features; a validation split is carved from train with
+--valid_ratio / --valid_seed and recorded in results.json).
+
+A --config YAML holds option values of this script (``epochs: 200``) plus model
+hyper-parameters: a ``model_cfg:`` mapping (applies to whichever --model runs) and/or one mapping
+per model name (``slmrec: {lr: 0.001}``; it wins over model_cfg). ``--model_opts "lr=0.01,ssl_task=FD"``
+overrides single model hyper-parameters from the command line.
+
+Model selection uses the validation split only; test is evaluated once, at the best validation
+epoch. Writes results.json, results.md and curves.png to --output_dir (results.json also holds
+the popularity baseline on the same splits).
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+BASELINE_DEFAULTS = {"output_dir": "", "epochs": 1000, "patience": 8}
+
+
+@dataclass
+class DataArgs:
+    format: str = field(default="atomic", metadata={"help": "atomic | mmssl | slmrec."})
+    data_root: str = field(default="", metadata={"help": "atomic/slmrec: folder holding the dataset; mmssl: the dataset folder itself (empty: the embedded sample)."})
+    dataset: str = field(default="sample_a", metadata={"help": "Dataset name (atomic folder / SLMRec file prefix)."})
+    model: str = field(default="lightgcn", metadata={"help": "lightgcn | vbpr | slmrec | mmssl."})
+    model_opts: str = field(default="", metadata={"help": "Model hyper-parameters overriding the config: 'key=value,key=value' (values parsed as YAML)."})
+    valid_ratio: float = field(default=0.1, metadata={"help": "slmrec format: share of each user's train pairs moved to validation."})
+    valid_seed: int = field(default=2021, metadata={"help": "slmrec format: seed of the validation split."})
+    modalities: str = field(default="", metadata={"help": "Comma-separated feature names to use (empty: all the dataset has)."})
+
+
+def load_data(a: DataArgs):
+    from ..graph.data import load_atomic, load_mmssl, load_slmrec
+
+    if a.format == "atomic":
+        root = a.data_root
+        if not root:
+            from ..data.sample import ensure_sample
+            root = str(ensure_sample())
+        mods = tuple(m for m in a.modalities.split(",") if m) or ("text", "image")
+        return load_atomic(root, a.dataset, modalities=mods)
+    if not a.data_root:
+        raise ValueError(f"--data_root: required with --format {a.format}")
+    if a.format == "mmssl":
+        return load_mmssl(a.data_root)
+    if a.format == "slmrec":
+        return load_slmrec(a.data_root, a.dataset, a.valid_ratio, a.valid_seed)
+    raise ValueError(f"--format: expected atomic, mmssl or slmrec, got {a.format!r}")
+
+
+def _split_config(path: str | None, model_names) -> tuple[dict, dict, dict]:
+    """(script options, model_cfg, per-model sections) of a --config YAML."""
+    if not path:
+        return {}, {}, {}
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"--config {p}: file not found")
+    try:
+        values = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ValueError(f"--config {p}: not valid YAML ({e})") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"--config {p}: expected a mapping of option: value")
+    per_model = {k: values.pop(k) for k in list(values) if k in model_names}
+    model_cfg = values.pop("model_cfg", None) or {}
+    for k, v in [("model_cfg", model_cfg), *per_model.items()]:
+        if not isinstance(v, dict):
+            raise ValueError(f"--config {p}: '{k}' must be a mapping of hyper-parameter: value")
+    return values, model_cfg, per_model
+
+
+def parse_opts(s: str) -> dict:
+    out = {}
+    for part in filter(None, (x.strip() for x in s.split(","))):
+        if "=" not in part:
+            raise ValueError(f"--model_opts: expected key=value, got {part!r}")
+        k, v = part.split("=", 1)
+        out[k.strip()] = yaml.safe_load(v)
+    return out
+
+
+def popularity(data) -> tuple[torch.Tensor, torch.Tensor]:
+    """Embeddings scoring every item by its training count (the floor every model should clear)."""
+    cnt = np.bincount(data.train_indices, minlength=data.n_items).astype(np.float32)
+    return torch.ones(data.n_users, 1), torch.from_numpy(cnt)[:, None]
+
+
+def main(argv=None):
+    import sys
+
+    from ..args import parse
+    from ..graph import MODELS
+    from ..graph.evaluate import evaluate_multi
+    from ..graph.loop import FitArgs, fit
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", default=None)
+    known, rest = pre.parse_known_args(argv)
+    script, model_cfg, per_model = _split_config(known.config, set(MODELS.keys()))
+    valid = {f for t in (DataArgs, FitArgs) for f in t.__dataclass_fields__}
+    unknown = sorted(set(script) - valid)
+    if unknown:
+        raise ValueError(f"--config {known.config}: unknown options {unknown}")
+    dargs, fargs = parse((DataArgs, FitArgs), rest, description=__doc__, defaults={**BASELINE_DEFAULTS, **script})
+    if dargs.model not in MODELS:
+        raise ValueError(f"--model: expected one of {', '.join(MODELS.keys())}, got {dargs.model!r}")
+    cfg = {**model_cfg, **per_model.get(dargs.model, {}), **parse_opts(dargs.model_opts)}
+    if dargs.modalities and dargs.model != "lightgcn":
+        cfg.setdefault("modalities", [m for m in dargs.modalities.split(",") if m])
+    if not fargs.output_dir:
+        fargs.output_dir = f"outputs/baselines/{dargs.dataset}-{dargs.model}"
+    data = load_data(dargs)
+    print(f"{data.name}: {data.n_users} users, {data.n_items} items, {data.n_train} train / "
+          f"{sum(len(v) for v in data.valid)} valid / {sum(len(t) for t in data.test)} test interactions; "
+          f"features {', '.join(f'{k} {v.shape[1]}' for k, v in data.features.items())}", flush=True)
+    torch.manual_seed(fargs.seed)  # initial weights depend on the seed only
+    model = MODELS[dargs.model](data, cfg)
+    # The popularity floor, on the same splits and evaluator.
+    pu, pi = popularity(data)
+    mask = (data.train_indptr, data.train_indices)
+    pop = {s: evaluate_multi(pu, pi, np.arange(data.n_users), data.split(s), mask, fargs.ks_tuple, fargs.ndcg)
+           for s in ("valid", "test")}
+    fargs_out = fargs.output_dir
+    fargs.output_dir = ""  # write once, below, with the extra fields
+    results = fit(model, data, fargs, name=dargs.model)
+    fargs.output_dir = fargs_out
+    results["fit"]["output_dir"] = fargs_out
+    results["data_args"] = asdict(dargs)
+    results["popularity"] = {s: {k: v for k, v in m.items() if k != "users"} for s, m in pop.items()}
+    if data.info.get("format") == "slmrec":
+        from ..fsutil import atomic_write_json
+        Path(fargs_out).mkdir(parents=True, exist_ok=True)
+        atomic_write_json(Path(fargs_out) / "valid_split.json",
+                          {"valid_ratio": dargs.valid_ratio, "valid_seed": dargs.valid_seed,
+                           "valid": {str(data.info["user_ids"][u]): [int(data.info["item_ids"][i]) for i in v]
+                                     for u, v in enumerate(data.valid) if len(v)}})
+    from ..graph.loop import write_reports
+    write_reports(Path(fargs_out), results, fargs.plot)
+    t, p = results["test"], results["popularity"]["test"]
+    print(f"test: " + ", ".join(f"{k} {t[k]:.4f}" for k in ("recall@20", "ndcg@20", "precision@20"))
+          + f" (best epoch {results['best_epoch']}); popularity recall@20 {p['recall@20']:.4f}; "
+          f"results in {Path(fargs_out) / 'results.json'}")
+    return results
