@@ -4,6 +4,8 @@
 damaged file) prints ``error: <file or option>: <what is wrong and what to do>`` on one line
 to stderr and exits with status 2; no traceback unless ``--debug`` is on the command line or
 ``MISSREC_DEBUG=1`` is set. Anything else (a bug) still raises with its full traceback.
+Tools whose ``main`` returns an exit status (``sys.exit(main())``) use ``run(..., exit=False)``:
+the same line, then status 2 is returned rather than raised (an interrupt still propagates).
 """
 from __future__ import annotations
 
@@ -27,9 +29,14 @@ def one_line(message: str) -> str:
     return " ".join(str(message).split())
 
 
+def error_line(message: str, hint: str = "") -> None:
+    """Print ``error: <message>`` as one line to stderr."""
+    print(f"error: {one_line(message)}" + (f"  {hint}" if hint else ""), file=sys.stderr, flush=True)
+
+
 def fail(message: str, hint: str = "") -> None:
     """Print ``error: <message>`` as one line and exit with status 2."""
-    print(f"error: {one_line(message)}" + (f"  {hint}" if hint else ""), file=sys.stderr)
+    error_line(message, hint)
     sys.exit(EXIT_USER_ERROR)
 
 
@@ -43,14 +50,14 @@ def describe(e: BaseException) -> str | None:
         return f"not valid JSON ({e})"
     if isinstance(e, OSError) and e.filename is not None:  # FileNotFoundError, IsADirectoryError, ...
         return f"{e.filename}: {e.strerror or e}"
-    if isinstance(e, (FileNotFoundError, ValueError)):  # messages of these name the file/option
+    if isinstance(e, (OSError, ValueError)):  # raised with a message naming the file/option
         return str(e)
     if type(e).__name__ == "OutOfMemoryError":
         return "out of accelerator memory: lower --train_batch_size / --eval_batch_size"
     return None
 
 
-def run(main, argv=None):
+def run(main, argv=None, *, exit: bool = True):
     """Call ``main(argv)`` with ``--debug`` taken out of ``argv``; see the module docstring."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = debug_requested(argv)
@@ -58,14 +65,17 @@ def run(main, argv=None):
     try:
         return main(argv)
     except KeyboardInterrupt:
-        if debug:
+        if debug or not exit:  # a caller that takes a status back is stopped by the interrupt too
             raise
-        print("error: interrupted", file=sys.stderr)
+        error_line("interrupted")
         sys.exit(130)
     except Exception as e:  # noqa: BLE001 - sorted into expected (one line) and bugs (re-raised)
         msg = describe(e)
         if msg is None or debug:
             raise
+        if not exit:
+            error_line(msg, DEBUG_HINT)
+            return EXIT_USER_ERROR
         fail(msg, DEBUG_HINT)
 
 
@@ -87,7 +97,8 @@ def parser_message(parser: argparse.ArgumentParser, message: str) -> str:
         if unknown:
             opt = unknown[0].split("=", 1)[0]
             known = [s for a in parser._actions for s in a.option_strings]
-            near = difflib.get_close_matches(opt, known, n=1, cutoff=0.75)
+            longer = [k for k in known if k.startswith(opt)]  # an abbreviation: say what it is short for
+            near = longer if len(longer) == 1 else difflib.get_close_matches(opt, known, n=1, cutoff=0.75)
             hint = f"did you mean {near[0]}? " if near else ""
             return f"{opt}: unknown option ({hint}options are never abbreviated; see --help)"
     if message.startswith("argument "):  # "argument --k: invalid ..." -> "--k: invalid ..."

@@ -18,12 +18,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from missrec.pth import (PthConversionError, PthFormatError, UnsafePickleError,
-                         convert_original, read_original, write_converted)
+from missrec.cli import ArgumentParser, run
+from missrec.pth import convert_original, read_original, write_converted
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="missrec-convert",
         description="Convert an original MISSRec/RecBole .pth checkpoint into our checkpoint folder "
                     "(config.json + model.safetensors [+ interest.safetensors]) without executing anything "
@@ -46,18 +46,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``missrec-convert``: exit status 0, or 2 after one ``error:`` line (a refused or damaged file too)."""
+    return run(_main, argv, exit=False)
+
+
+def _main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        orig = read_original(args.input)
-        conv = convert_original(orig, dataset=args.dataset, allow_unknown=args.allow_unknown,
-                                skip_feature_check=args.skip_feature_check)
-        out = write_converted(conv, args.output, overwrite=args.overwrite)
-    except UnsafePickleError as e:
-        print(f"refused: {e}", file=sys.stderr)
-        return 2
-    except (PthFormatError, PthConversionError, FileExistsError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    orig = read_original(args.input)
+    conv = convert_original(orig, dataset=args.dataset, allow_unknown=args.allow_unknown,
+                            skip_feature_check=args.skip_feature_check)
+    out = write_converted(conv, args.output, overwrite=args.overwrite)
     c = conv.config
     print(f"read {orig.path.name} (sha256 {orig.sha256[:16]}..., epoch {orig.epoch}, "
           f"stage {c['source']['train_stage']})", file=sys.stderr)

@@ -16,8 +16,10 @@ model.safetensors, see missrec/checkpoint.py). Accepted, in this order:
 
 Downloads of URLs go through ``torch.hub.download_url_to_file``, which writes a temp file beside
 the target and renames it only after the whole file's SHA-256 matched; a failed or mismatching
-transfer leaves nothing behind and is retried from the start (``retries``). Several processes of
-one run (every rank of an ``accelerate launch``) serialise on a ``filelock`` per target.
+transfer leaves nothing behind and is retried from the start (``retries``). A download without a
+SHA-256 to check is kept only if it starts like a ``torch.save`` file (an HTML sign-in page or an
+empty response is removed with an error). Several processes of one run (every rank of an
+``accelerate launch``) serialise on a ``filelock`` per target.
 
     python checkpoints/download.py NAME_OR_URL [--out DIR] [--sha256 HEX] [--list]   # = missrec-download
 
@@ -47,6 +49,7 @@ from typing import Iterator
 from filelock import FileLock
 
 from .checkpoint import is_checkpoint_folder
+from .errors import UserError
 from .fsutil import sha256_file
 from .pth import convert_pth
 
@@ -60,7 +63,7 @@ _HUB_ID = re.compile(r"^(?:hf://)?([A-Za-z0-9][\w.-]*/[\w.-]+)(?:@([\w./-]+))?$"
 _PTH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
 
 
-class DownloadError(RuntimeError):
+class DownloadError(UserError, RuntimeError):
     """A download failed; the message says what is left on disk (if anything)."""
 
 
@@ -72,7 +75,7 @@ class ManualDownloadRequired(DownloadError):
     """The registry entry has no direct URL; the message explains where to get the file."""
 
 
-class RegistryError(ValueError):
+class RegistryError(UserError):
     """registry.json is malformed or does not have the requested entry."""
 
 
@@ -153,6 +156,30 @@ def default_download_dir() -> Path:
 
 
 # ----------------------------------------------------------------------------- downloads
+# torch.save's legacy (non-zip) format starts with its magic number pickled at protocol 2.
+_LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
+EXIT_MANUAL_DOWNLOAD = 3
+
+
+def not_a_torch_file(path: str | os.PathLike) -> str | None:
+    """Why the file cannot be a ``torch.save`` checkpoint (what every single-file entry is), or None.
+
+    Only the first bytes are read: a zip (``PK``) or the legacy pickle header passes; what is
+    inside is checked later by the restricted reader (missrec/unpickle.py).
+    """
+    with open(path, "rb") as f:
+        head = f.read(1024)
+    if not head:
+        return "is empty (0 bytes)"
+    if head.startswith(b"PK\x03\x04") or head.startswith(_LEGACY_TORCH_MAGIC):
+        return None
+    low = head.lstrip().lower()
+    if low.startswith((b"<!doctype html", b"<html")) or b"<html" in low:
+        return "is an HTML page, not a checkpoint (a sign-in, error or 'virus scan' page saved instead of the file?)"
+    return (f"does not start like a torch.save checkpoint (a zip 'PK' or torch's legacy header); "
+            f"its first bytes are {head[:24]!r}")
+
+
 @contextlib.contextmanager
 def _socket_timeout(seconds: float) -> Iterator[None]:
     # torch.hub.download_url_to_file takes no timeout; its urlopen uses the socket default.
@@ -179,6 +206,9 @@ def download_url(url: str, dest: str | os.PathLike, sha256: str | None = None, *
         raise DownloadError(f"--sha256 {sha256!r} is not 64 hex digits")
     if dest.is_file():
         if expected is None:
+            why = not_a_torch_file(dest)
+            if why:
+                raise DownloadError(dest, f"already exists but {why}: delete it and run the same command again")
             _log(f"{dest} already exists (not re-downloaded; no checksum given to verify it)")
             return dest
         if sha256_file(dest) == expected:
@@ -189,11 +219,14 @@ def download_url(url: str, dest: str | os.PathLike, sha256: str | None = None, *
     if scheme not in ("http", "https", "file"):
         raise DownloadError(f"{url}: unsupported URL scheme {scheme!r} (http, https or file)")
     dest.parent.mkdir(parents=True, exist_ok=True)
+    # Without a checksum the file is looked at before it takes its name (deterministic temp name).
+    target = dest if expected is not None else dest.with_name(f".{dest.name}.unchecked")
+    target.unlink(missing_ok=True)
     for attempt in range(retries + 1):
         retry = f"; retrying ({attempt + 1}/{retries})" if attempt < retries else ""
         try:
             with _socket_timeout(timeout):
-                torch.hub.download_url_to_file(url, str(dest), hash_prefix=expected, progress=progress)
+                torch.hub.download_url_to_file(url, str(target), hash_prefix=expected, progress=progress)
             break
         except urllib.error.HTTPError as e:
             if not (500 <= e.code < 600 and retry):
@@ -214,6 +247,12 @@ def download_url(url: str, dest: str | os.PathLike, sha256: str | None = None, *
             _log(f"{url}: {getattr(e, 'reason', e)}{retry}")
         time.sleep(backoff * 2 ** attempt)
     if expected is None:
+        why = not_a_torch_file(target)
+        if why:
+            target.unlink(missing_ok=True)
+            raise DownloadError(url, f"the downloaded file {why}; nothing was kept (check the URL: it must give "
+                                     "the .pth file itself, not a page about it)")
+        os.replace(target, dest)
         _log(f"warning: no SHA-256 was given, so {dest.name} is NOT verified. Its SHA-256 is {sha256_file(dest)}")
     return dest
 
@@ -234,21 +273,32 @@ def fetch_hub(repo_id: str, out_dir: str | os.PathLike | None = None, revision: 
         path = huggingface_hub.snapshot_download(repo_id=repo_id, revision=revision,
                                                  local_dir=str(out_dir) if out_dir is not None else None)
     except Exception as e:  # the hub raises many error types; all mean "could not get it"
-        offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") not in (None, "", "0") else ""
-        raise DownloadError(f"Hugging Face Hub repo '{repo_id}'"
-                            f"{'@' + revision if revision else ''}: {type(e).__name__}: {e}{offline}") from None
+        raise DownloadError(_hub_failure(repo_id, revision, e)) from None
     return Path(path)
 
 
+def _hub_failure(repo_id: str, revision: str | None, e: Exception) -> str:
+    """One line: why a Hub snapshot failed and how to get the repo by hand."""
+    name = f"Hugging Face Hub repo '{repo_id}{'@' + revision if revision else ''}'"
+    by_hand = (f"or download it where there is network (huggingface-cli download {repo_id} --local-dir DIR), "
+               "copy DIR here and give that folder instead (--pretrained DIR)")
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    if offline or type(e).__name__ in ("LocalEntryNotFoundError", "OfflineModeIsEnabled"):
+        return (f"{name}: not in the local Hugging Face cache, and HF_HUB_OFFLINE=1 forbids downloading it: "
+                f"run once with network access (without HF_HUB_OFFLINE), {by_hand}")
+    first = (str(e).strip().splitlines() or [""])[0][:200]
+    return f"{name}: could not be fetched ({type(e).__name__}: {first}); check the repo id and the network, {by_hand}"
+
+
 def manual_instructions(name: str, entry: dict, out_dir: Path) -> str:
+    """One line: where to get a manual entry's file, where to save it, and the local-path alternative."""
     src = entry["source"]
-    lines = [f"'{name}' cannot be downloaded automatically: {src.get('instructions', 'no direct URL is known.')}"]
-    if src.get("page"):
-        lines.append(f"  1. Open {src['page']}")
-    lines.append(f"  2. Save the file as {out_dir / src['filename']}")
-    lines.append(f"  3. Run the same command again (it then checks the file"
-                 f"{' against the registered SHA-256' if entry.get('sha256') else ' and prints its SHA-256'})")
-    return "\n".join(lines)
+    how = src.get("instructions", "no direct URL is known.").strip()
+    page = f"open {src['page']} and " if src.get("page") else ""
+    check = "checks it against the registered SHA-256" if entry.get("sha256") else "checks it and prints its SHA-256"
+    return (f"'{name}' cannot be downloaded automatically: {how} To use it, {page}save the file as "
+            f"{out_dir / src['filename']}, then run the same command again (it {check}); or give the file's own "
+            f"path instead of the name (--pretrained /path/to/{src['filename']})")
 
 
 def _url_filename(url: str) -> str:
@@ -295,6 +345,10 @@ def fetch(spec: str, out_dir: str | os.PathLike | None = None, sha256: str | Non
         if want is not None and actual != want:
             raise ChecksumError(f"{path}: SHA-256 {actual} does not match the registered {want} for '{spec}' "
                                 "(the file was left in place: it is yours; replace it with the right one)")
+        why = not_a_torch_file(path) if want is None else None
+        if why:
+            raise DownloadError(path, f"{why}, so it is not '{spec}' (left in place: it is yours): delete it and "
+                                      f"save the real file there ({src.get('page') or 'see --list'})")
         if want is None:
             _log(f"{path}: SHA-256 {actual} (not registered yet: to pin it, set \"sha256\": \"{actual}\" "
                  f"for '{spec}' in {reg})")
@@ -415,10 +469,13 @@ def _print_list(registry) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    from .cli import ArgumentParser
+    p = ArgumentParser(
         prog="missrec-download",
         description="Download a MISSRec checkpoint by registry name, URL or Hugging Face Hub id; verify its "
-                    "SHA-256 and rename it into place only when verified.")
+                    "SHA-256 and rename it into place only when verified.",
+        epilog="Exit status: 0 done (the path is printed), 2 error (one 'error:' line), "
+               f"{EXIT_MANUAL_DOWNLOAD} the file must be downloaded by hand (the line says from where and where to save it).")
     p.add_argument("spec", nargs="?", metavar="NAME_OR_URL",
                    help="a name from missrec/registry.json (see --list), an http(s):// or file:// URL, "
                         "or a Hub repo id 'owner/name' / 'hf://owner/name@revision'")
@@ -440,20 +497,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """``missrec-download``: exit status 0, 2 (one error line) or 3 (download by hand, one line)."""
+    from .cli import run
+    return run(_main, argv, exit=False)
+
+
+def _main(argv: list[str]) -> int:
+    from .cli import error_line
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.list:
+        _print_list(args.registry)
+        return 0
+    if not args.spec:
+        parser.error("NAME_OR_URL is required (or --list)")
     try:
-        if args.list:
-            _print_list(args.registry)
-            return 0
-        if not args.spec:
-            build_parser().error("NAME_OR_URL is required (or --list)")
         path, _ = fetch(args.spec, args.out, args.sha256, args.registry, retries=args.retries,
                         timeout=args.timeout, progress=not args.no_progress)
     except ManualDownloadRequired as e:
-        print(str(e), file=sys.stderr)
-        return 3
-    except (DownloadError, RegistryError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        error_line(str(e))
+        return EXIT_MANUAL_DOWNLOAD
     print(path)
     return 0

@@ -25,6 +25,7 @@ import torch
 from . import config
 from .checkpoint import save_checkpoint
 from .config import MISSRecConfig
+from .errors import UserError
 from .fsutil import sha256_file
 from .unpickle import Placeholder, PthFormatError, UnsafePickleError, load_pth, placeholder_state, restricted_loads
 
@@ -35,7 +36,7 @@ __all__ = [
 ]
 
 
-class PthConversionError(ValueError):
+class PthConversionError(UserError):
     """The checkpoint was read but cannot be mapped onto our model (names keys/shapes)."""
 
 
@@ -410,6 +411,10 @@ def convert_original(orig: OriginalCheckpoint, dataset: str | os.PathLike | None
         _check_interest(src, interest, arch["hidden_size"])
     config = {"model_type": "missrec", **{k: int(v) for k, v in arch.items()}, **hp, "use_id": bool(use_id),
               "n_items": int(n_items), "fusion": fusion}
+    if use_id:  # whose items the ID table holds, so later loads can check it (missrec/checkpoint.py)
+        from .data.atomic import catalogue, read_index_map
+        name = _dataset_name(Path(dataset_dir))
+        config["catalogue"] = catalogue(name, read_index_map(Path(dataset_dir) / f"{name}.item2index"))
     model = _model_state(src, sd, config, allow_unknown, notes)
     casted = sorted(k for k, v in model.items() if v.is_floating_point() and v.dtype != torch.float32)
     if casted:

@@ -29,17 +29,17 @@ from tqdm.auto import tqdm
 
 from .args import TrainArgs
 from .checkpoint import check_resumable, write_model_files
-from .errors import read_json, reading
+from .errors import UserError, read_json, reading
 from .fsutil import atomic_write_json, replace_dir
 
 TRAINER_STATE = "trainer_state.json"
 CHECKPOINT_NAME = r"checkpoint-(?:\d+|step\d+)"
 
 
-class TrainingDivergedError(ValueError):
+class TrainingDivergedError(UserError):
     """The loss or the gradient became NaN or infinite; training stopped before applying that step.
 
-    A ValueError, so the entry points' error path (``missrec.cli.run``) prints it as one line.
+    A UserError, so the entry points' error path (``missrec.cli.run``) prints it as one line.
     """
 
 RESUME_FIX = "delete that checkpoint folder to resume from an older one, or use a new --output_dir"

@@ -39,15 +39,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .errors import UserError
+
 __all__ = ["UnsafePickleError", "PthFormatError", "Placeholder", "RestrictedUnpickler", "restricted_loads",
            "load_pth", "placeholder_state", "INERT_CALLS"]
 
 
-class UnsafePickleError(pickle.UnpicklingError):
+class UnsafePickleError(pickle.UnpicklingError, UserError):
     """The pickle tried to call (or build) something that is not on the allow-list."""
 
 
-class PthFormatError(ValueError):
+class PthFormatError(UserError):
     """The file is not a readable torch.save checkpoint (names the file and what was wrong)."""
 
 
@@ -272,15 +274,21 @@ _PICKLE_MODULE = types.SimpleNamespace(__name__="missrec.unpickle", Unpickler=Re
 def load_pth(path: str | os.PathLike):
     """Read a ``torch.save`` file with the restricted unpickler; tensors come back on the CPU."""
     path = Path(path)
+    if path.is_dir():
+        raise PthFormatError(f"{path}: is a folder; expected an original MISSRec .pth file (a checkpoint folder "
+                             "of ours, with config.json and model.safetensors, needs no conversion)")
     if not path.is_file():
-        raise PthFormatError(f"{path}: file not found")
+        raise PthFormatError(f"{path}: file not found (expected an original MISSRec .pth file)")
     if not zipfile.is_zipfile(path) and tarfile.is_tarfile(path):
         raise PthFormatError(f"{path}: this is torch's pre-0.4 tar checkpoint format, which is not supported")
     try:
         # weights_only=False only lets us pass our own unpickler; what it may call is its allow-list.
         return torch.load(path, map_location="cpu", pickle_module=_PICKLE_MODULE, weights_only=False)
-    except (UnsafePickleError, PthFormatError) as e:
-        raise type(e)(f"{path}: {e}") from None
+    except UnsafePickleError as e:
+        raise UnsafePickleError(f"{path}: refused, nothing in it was run: {e}. Use a checkpoint from a source you "
+                                "trust") from None
+    except PthFormatError as e:
+        raise PthFormatError(f"{path}: {e}") from None
     except Exception as e:  # torch raises many types for damaged files; the caller needs one
         raise PthFormatError(f"{path}: not a torch.save checkpoint, or a damaged one ({type(e).__name__}: "
                              f"{str(e).splitlines()[0] if str(e) else ''})") from None

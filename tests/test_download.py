@@ -78,6 +78,20 @@ PAYLOAD = os.urandom(300_000)
 SHA = hashlib.sha256(PAYLOAD).hexdigest()
 
 
+def _torch_file() -> bytes:
+    """Bytes of a real torch.save file: what an unverified download must look like to be kept."""
+    import io
+
+    import torch
+    buf = io.BytesIO()
+    torch.save({"state_dict": {"w": torch.arange(1000, dtype=torch.float32)}}, buf)
+    return buf.getvalue()
+
+
+TORCH_PAYLOAD = _torch_file()
+TORCH_SHA = hashlib.sha256(TORCH_PAYLOAD).hexdigest()
+
+
 @pytest.fixture
 def server():
     s = CheckpointServer({"/ckpt.pth": PAYLOAD})
@@ -156,14 +170,15 @@ def test_cli_registry_url_entry(server, tmp_path, capsys):
     assert capsys.readouterr().out.strip() == str(out / "ckpt.pth")
     assert (out / "ckpt.pth").read_bytes() == PAYLOAD
     # a conflicting --sha256 is refused before anything is fetched
-    assert dl.main(["toy", "--out", str(tmp_path / "dl2"), "--registry", str(reg), "--sha256", "1" * 64]) == 1
+    assert dl.main(["toy", "--out", str(tmp_path / "dl2"), "--registry", str(reg), "--sha256", "1" * 64]) == 2
     assert not (tmp_path / "dl2").exists()
 
 
 def test_cli_plain_url_without_checksum_reports_it(server, tmp_path, capsys):
-    assert dl.main([server.url("/ckpt.pth"), "--out", str(tmp_path), "--no-progress"]) == 0
+    server.files["/real.pth"] = TORCH_PAYLOAD
+    assert dl.main([server.url("/real.pth"), "--out", str(tmp_path), "--no-progress"]) == 0
     err = capsys.readouterr().err
-    assert "NOT verified" in err and SHA in err
+    assert "NOT verified" in err and TORCH_SHA in err
 
 
 def test_cli_manual_entry(tmp_path, capsys):
@@ -176,13 +191,13 @@ def test_cli_manual_entry(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "https://example.invalid/page" in err and str(out / "orig.pth") in err
     out.mkdir()
-    (out / "orig.pth").write_bytes(PAYLOAD)
+    (out / "orig.pth").write_bytes(TORCH_PAYLOAD)
     assert dl.main(["orig", "--out", str(out), "--registry", str(reg)]) == 0
-    assert SHA in capsys.readouterr().err  # tells the user what to register
+    assert TORCH_SHA in capsys.readouterr().err  # tells the user what to register
     entry["sha256"] = "2" * 64
     reg = _registry(tmp_path, {"orig": entry})
-    assert dl.main(["orig", "--out", str(out), "--registry", str(reg)]) == 1
-    assert (out / "orig.pth").read_bytes() == PAYLOAD  # the user's file is never deleted
+    assert dl.main(["orig", "--out", str(out), "--registry", str(reg)]) == 2
+    assert (out / "orig.pth").read_bytes() == TORCH_PAYLOAD  # the user's file is never deleted
 
 
 def test_registry_validation(tmp_path):

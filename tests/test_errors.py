@@ -370,3 +370,230 @@ def test_resume_on_another_catalogue_is_refused(data, tmp_path):
     model.config.catalogue = other.catalogue()
     with pytest.raises(UserError, match=r"was trained on tiny \(30 items.*this run's data is other \(30 items"):
         check_resumable(ckpt, model)
+
+
+# ----------------------------------------------------------------------------- --pretrained that cannot be had
+RECOMMEND = ["-m", "missrec.recommend"]
+CONVERT, DOWNLOAD = ROOT / "checkpoints" / "convert.py", ROOT / "checkpoints" / "download.py"
+EXTRACT = ROOT / "features" / "extract.py"
+
+
+def _isolated_env(tmp_path, **extra):
+    """Download folder, HF cache and temp folder inside tmp_path, so 'nothing written' can be checked."""
+    for d in ("dl", "hf", "tmp"):
+        (tmp_path / d).mkdir(exist_ok=True)
+    return _env(MISSREC_DOWNLOAD_DIR=str(tmp_path / "dl"), HF_HOME=str(tmp_path / "hf"), TMPDIR=str(tmp_path / "tmp"),
+                **extra)
+
+
+def _finetune_then_recommend(data, tmp_path, spec, env):
+    """The same --pretrained value through finetune/run.py and missrec.recommend."""
+    out = tmp_path / "o"
+    ft = _run([FINETUNE, "--data_root", data, "--dataset", "tiny", "--output_dir", out, *SMALL, "--epochs", "1",
+               "--pretrained", spec], env=env)
+    rec = _run([*RECOMMEND, spec, "--data_root", data, "--dataset", "tiny", "--history", "I1"], env=env)
+    assert not out.exists() and rec.stdout == ""
+    return ft, rec
+
+
+def test_pretrained_hub_id_offline_is_one_line(data, tmp_path):
+    env = _isolated_env(tmp_path, HF_HUB_OFFLINE="1")
+    for p in _finetune_then_recommend(data, tmp_path, "someone/missrec-x", env):
+        _one_error_line(p, "'someone/missrec-x'", "HF_HUB_OFFLINE", "huggingface-cli download someone/missrec-x",
+                        "--pretrained DIR")
+    assert list((tmp_path / "dl").iterdir()) == []
+    assert {x.name for x in (tmp_path / "tmp").iterdir()} <= {"missrec-locks"}  # only hub's lock files
+
+
+def test_pretrained_manual_registry_name_says_where_to_put_the_file(data, tmp_path):
+    env = _isolated_env(tmp_path)
+    want = tmp_path / "dl" / "MISSRec-FHCKM_mm_full-100.pth"
+    for p in _finetune_then_recommend(data, tmp_path, "missrec-fhckm-100", env):
+        _one_error_line(p, "'missrec-fhckm-100' cannot be downloaded automatically", "https://drive.google.com/",
+                        f"save the file as {want}", "--pretrained /path/to/MISSRec-FHCKM_mm_full-100.pth")
+    assert list((tmp_path / "dl").iterdir()) == []
+
+    # A browser's sign-in page saved under that name is refused, and left where the user put it.
+    want.write_text("<!DOCTYPE html><html><head><title>Google Drive - Virus scan warning</title>")
+    for p in _finetune_then_recommend(data, tmp_path, "missrec-fhckm-100", env):
+        _one_error_line(p, want, "is an HTML page", "delete it")
+    assert [x.name for x in (tmp_path / "dl").iterdir()] == [want.name]  # no conversion cache next to it
+
+
+def _evil_pth(path: Path, marker: Path) -> Path:
+    from test_pth import _RunCommand, original_state_dict
+    torch.save({"config": _RunCommand(os.system, f"touch {marker}"), "epoch": 1,
+                "state_dict": original_state_dict("pretrain")}, path)
+    return path
+
+
+def test_pretrained_evil_pth_is_refused_in_one_line(data, tmp_path):
+    marker = tmp_path / "pwned"
+    src = tmp_path / "in"
+    src.mkdir()
+    evil = _evil_pth(src / "evil.pth", marker)
+    env = _isolated_env(tmp_path)
+    for p in _finetune_then_recommend(data, tmp_path, evil, env):
+        line = _one_error_line(p, evil, "refused, nothing in it was run", "system")
+        assert "UnsafePickleError" not in p.stderr, line
+    assert not marker.exists()
+    assert [x.name for x in src.iterdir()] == ["evil.pth"]  # no conversion cache folder
+    p = _run([CONVERT, evil, tmp_path / "out"], env=env)
+    _one_error_line(p, evil, "refused")
+    assert not marker.exists() and not (tmp_path / "out").exists()
+
+
+# ----------------------------------------------------------------------------- checkpoints/convert.py
+def test_convert_given_a_folder_says_it_wants_a_pth(tmp_path):
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    p = _run([CONVERT, folder, tmp_path / "out"])
+    line = _one_error_line(p, folder, "is a folder; expected an original MISSRec .pth file")
+    assert "not found" not in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_convert_failures_are_one_line(tmp_path):
+    from test_pth import original_state_dict, save_original
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"not a checkpoint at all")
+    _one_error_line(_run([CONVERT, tmp_path / "missing.pth", tmp_path / "out"]), "missing.pth", "file not found")
+    _one_error_line(_run([CONVERT, junk, tmp_path / "out"]), junk, "not a torch.save checkpoint")
+    ft = tmp_path / "ft.pth"
+    save_original(ft, original_state_dict("transductive_ft", n_rows=8), "transductive_ft")
+    _one_error_line(_run([CONVERT, ft, tmp_path / "out"]), ft, "transductive checkpoint", "--dataset DIR")
+    assert not (tmp_path / "out").exists()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    pre = tmp_path / "pre.pth"
+    save_original(pre, original_state_dict("pretrain"), "pretrain")
+    _one_error_line(_run([CONVERT, pre, mine, "--overwrite"]), mine, "not a checkpoint folder")
+    assert _tree(mine) == {"notes.txt": b"keep"}
+    _one_error_line(_run([CONVERT, pre, tmp_path / "o2", "--allow-unknwon"]), "--allow-unknwon", "--allow-unknown?")
+    assert not (tmp_path / "o2").exists()
+
+
+# ----------------------------------------------------------------------------- checkpoints/download.py
+HTML_PAGE = b"<!DOCTYPE html>\n<html><head><title>Sign in</title></head><body>Sign in to continue</body></html>\n"
+
+
+@pytest.mark.parametrize("body, needle", [(b"", "is empty (0 bytes)"), (HTML_PAGE, "is an HTML page"),
+                                          (b"Not Found\n", "does not start like a torch.save checkpoint")],
+                         ids=["zero-bytes", "html", "text"])
+def test_download_without_checksum_keeps_only_a_torch_file(tmp_path, body, needle):
+    from test_download import CheckpointServer, TORCH_PAYLOAD
+    server = CheckpointServer({"/ckpt.pth": body, "/real.pth": TORCH_PAYLOAD})
+    try:
+        out = tmp_path / "dl"
+        p = _run([DOWNLOAD, server.url("/ckpt.pth"), "--out", out, "--no-progress"])
+        _one_error_line(p, server.url("/ckpt.pth"), needle, "nothing was kept")
+        assert list(out.iterdir()) == []  # no ckpt.pth, no temp file
+        p = _run([DOWNLOAD, server.url("/real.pth"), "--out", out, "--no-progress"])
+        assert p.returncode == 0 and (out / "real.pth").read_bytes() == TORCH_PAYLOAD
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("body", [b"", HTML_PAGE, b"hello\n"], ids=["zero-bytes", "html", "text"])
+def test_download_manual_file_that_is_not_a_checkpoint(tmp_path, body):
+    reg = tmp_path / "registry.json"
+    reg.write_text(json.dumps({"format_version": 1, "checkpoints": {"orig": {
+        "format": "missrec-pth", "sha256": None,
+        "source": {"type": "manual", "page": "https://example.invalid/page", "filename": "orig.pth"}}}}))
+    out = tmp_path / "dl"
+    out.mkdir()
+    (out / "orig.pth").write_bytes(body)
+    p = _run([DOWNLOAD, "orig", "--out", out, "--registry", reg])
+    _one_error_line(p, out / "orig.pth", "so it is not 'orig'", "https://example.invalid/page")
+    assert p.stdout == "" and _tree(out) == {"orig.pth": body}  # the user's file stays; nothing added
+
+
+# ----------------------------------------------------------------------------- features/extract.py
+def test_extract_non_utf8_text_names_file_and_line(data, tmp_path):
+    root = _copy_domain(data, tmp_path)
+    text = root / "tiny" / "tiny.text"
+    lines = text.read_bytes().split(b"\n")
+    lines[4] = lines[4].replace(b"item", b"it\xe9m", 1)  # latin-1 bytes on line 5
+    text.write_bytes(b"\n".join(lines))
+    before = _tree(root)
+    p = _run([EXTRACT, root / "tiny", "--modalities", "text", "--pretrained", "none", "--device", "cpu"])
+    _one_error_line(p, f"{text}:5", "not UTF-8", "0xe9", "re-save the file as UTF-8")
+    assert _tree(root) == before
+
+
+# ----------------------------------------------------------------------------- every entry point: one parser
+def _mains():
+    from missrec import convert, hub, recommend
+    from missrec.features import amazon, extract, images
+    from missrec.recipes import finetune, pretrain, sample, table
+    return {"extract": extract.main, "amazon": amazon.main, "images": images.main, "convert": convert.main,
+            "download": hub.main, "table": table.cli, "finetune": finetune.cli, "pretrain": pretrain.cli,
+            "recommend": recommend.cli, "sample": sample.cli}
+
+
+@pytest.mark.parametrize("tool, argv, needles", [
+    ("extract", ["d", "--work", "2"], ["--work: unknown option", "--workers?"]),
+    ("amazon", ["--category", "X", "--kc", "5"], ["--kc: unknown option", "--kcore?"]),
+    ("amazon", ["--category", "X", "--kcore", "2"], ["--kcore: must be at least 3", "got 2"]),
+    ("images", ["d", "--retr", "1"], ["--retr: unknown option", "--retries?"]),
+    ("images", [], ["give a dataset folder or --urls FILE"]),
+    ("convert", ["a.pth", "out", "--overwr"], ["--overwr: unknown option", "--overwrite?"]),
+    ("download", ["x", "--sha", "0"], ["--sha: unknown option", "--sha256?"]),
+    ("table", ["--pretrained", "none", "--sett", "id-pt"], ["--sett: unknown option"]),
+    ("table", [], ["--pretrained"]),
+    ("finetune", ["--epoch", "1"], ["--epoch: unknown option", "--epochs?"]),
+    ("recommend", ["ck", "--data_root", "r", "--dataset", "d", "--history", "a", "--exclude"],
+     ["--exclude: unknown option", "--exclude_history?"]),
+])
+def test_every_entry_point_refuses_abbreviations_in_one_line(tool, argv, needles, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # nothing may be written, not even into the working folder
+    try:  # argparse errors exit; tools whose main returns a status return 2 for the rest
+        code = _mains()[tool](argv)
+    except SystemExit as e:
+        code = e.code
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: "), err
+    for n in needles:
+        assert n in err, (n, err)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_training_diverged_and_finetune_errors_are_user_errors(data, tmp_path):
+    from missrec.trainer import TrainingDivergedError
+    assert issubclass(TrainingDivergedError, UserError)
+    # finetune's own checks exit 2 with one line like the rest (was SystemExit("error: ...") -> 1)
+    cfg = MISSRecConfig(hidden_size=32, n_heads=2, inner_size=32, text_dim=8, image_dim=8)
+    ckpt = save_model(tmp_path / "ckpt8", MISSRec(cfg))
+    out = tmp_path / "o"
+    p = _run([FINETUNE, "--data_root", data, "--dataset", "tiny", "--output_dir", out, *SMALL, "--epochs", "1",
+              "--pretrained", ckpt, "--mode", "inductive"])
+    _one_error_line(p, ckpt, "dims 8/8", "16/16", "same CLIP model")
+    assert not out.exists()
+
+
+# ----------------------------------------------------------------------------- .pth mapped onto a dataset
+def test_converted_transductive_pth_records_its_catalogue(tmp_path):
+    from test_pth import make_dataset, original_state_dict, recbole_tables, save_original, RECBOLE_TOKENS
+    from missrec.data.atomic import catalogue, read_index_map
+    from missrec.pth import convert_pth
+    folder = make_dataset(tmp_path)
+    text, image = recbole_tables(folder)
+    src = tmp_path / "ft.pth"
+    save_original(src, original_state_dict("transductive_ft", n_rows=len(RECBOLE_TOKENS), text_table=text,
+                                           image_table=image), "transductive_ft")
+    out, _ = convert_pth(src, tmp_path / "out", dataset=folder)
+    rec = json.loads((out / "config.json").read_text())["catalogue"]
+    assert rec == catalogue(folder.name, read_index_map(folder / f"{folder.name}.item2index"))
+    assert rec["name"] == "Toy_mm_full" and rec["n_items"] == 7
+    assert MISSRec.from_pretrained(out).config.catalogue == rec
+    # The recorded catalogue is what later loads compare: its own dataset keeps the ID table ...
+    same = MISSRec.from_pretrained(out, dataset=folder, use_id=True, n_items=7)
+    assert torch.equal(same.item_embedding.weight, MISSRec.from_pretrained(out).item_embedding.weight)
+    # ... another item list with the same count does not (it would have been reused silently before).
+    other = tmp_path / "x" / "Toy_mm_full"
+    shutil.copytree(folder, other)
+    write_index_map(other / "Toy_mm_full.item2index", [f"other{i}" for i in range(7)])
+    m = MISSRec.from_pretrained(out, dataset=other, use_id=True, n_items=7)
+    assert not torch.equal(m.item_embedding.weight, same.item_embedding.weight)

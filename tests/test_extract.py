@@ -208,20 +208,20 @@ def test_local_weights_file_and_local_dir(tiny, tmp_path):
 def test_errors_are_one_clear_line(tiny, tmp_path, capsys):
     folder = _toy(tmp_path)
     # A pretrained tag without network (tests run with HF_HUB_OFFLINE=1).
-    assert extract.main([str(folder), "--model", "ViT-B-32", "--pretrained", "openai"]) == 1
+    assert extract.main([str(folder), "--model", "ViT-B-32", "--pretrained", "openai"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "'openai' weights of ViT-B-32" in err
     assert "--pretrained /path/to/open_clip_model.safetensors" in err and "local-dir:<dir>" in err
-    assert extract.main([str(folder), "--model", "ViT-B-32", "--pretrained", "/no/such/file.safetensors"]) == 1
+    assert extract.main([str(folder), "--model", "ViT-B-32", "--pretrained", "/no/such/file.safetensors"]) == 2
     assert "weights file not found" in capsys.readouterr().err
-    assert extract.main([str(folder), "--model", "NoSuchNet", "--pretrained", "none"]) == 1
+    assert extract.main([str(folder), "--model", "NoSuchNet", "--pretrained", "none"]) == 2
     assert "unknown open_clip model" in capsys.readouterr().err
-    assert extract.main(_args(folder, "--images", str(tmp_path / "nope"))) == 1
+    assert extract.main(_args(folder, "--images", str(tmp_path / "nope"))) == 2
     assert "image folder not found" in capsys.readouterr().err
-    assert extract.main(_args(tmp_path / "missing")) == 1
+    assert extract.main(_args(tmp_path / "missing")) == 2
     assert "dataset folder not found" in capsys.readouterr().err
     (folder / "Toy.item2index").unlink()
-    assert extract.main(_args(folder)) == 1
+    assert extract.main(_args(folder)) == 2
     assert "Toy.item2index: file not found" in capsys.readouterr().err
 
 

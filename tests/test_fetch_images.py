@@ -143,9 +143,9 @@ def test_cli_on_dataset_and_corpus_folders(server, tmp_path, capsys):
     assert (corpus / "images" / "Food" / "A.jpg").is_file() and (corpus / "images" / "Kindle" / "A.png").is_file()
     # Bad inputs: one clear line naming the file.
     (ds / "Toy.image_urls").write_text("A\thttp://x\tjunk\n")
-    assert fi.main([str(ds)]) == 1
+    assert fi.main([str(ds)]) == 2
     assert f"{ds / 'Toy.image_urls'}:1: expected 'item_id<TAB>url'" in capsys.readouterr().err
-    assert fi.main([str(tmp_path / "nowhere")]) == 1
+    assert fi.main([str(tmp_path / "nowhere")]) == 2
 
 
 def test_index_images_prefers_jpg_and_ignores_temp_files(tmp_path):

@@ -144,12 +144,12 @@ def test_bad_input_errors_name_the_file_and_line(tmp_path, capsys):
     p.write_text(p.read_text() + "{not json\n")
     rc = pa.main(["--raw_dir", str(raw), "--out_root", str(tmp_path / "d"), "--category", "Office_Products"])
     err = capsys.readouterr().err
-    assert rc == 1 and f"{p}:{len(FOOD_INTERACTIONS) + 1}: not a JSON object" in err
+    assert rc == 2 and f"{p}:{len(FOOD_INTERACTIONS) + 1}: not a JSON object" in err
     p.write_text(json.dumps({"asin": "A", "unixReviewTime": 1}) + "\n")
     rc = pa.main(["--raw_dir", str(raw), "--out_root", str(tmp_path / "d"), "--category", "Office_Products"])
-    assert rc == 1 and "missing field 'reviewerID'" in capsys.readouterr().err
+    assert rc == 2 and "missing field 'reviewerID'" in capsys.readouterr().err
     rc = pa.main(["--raw_dir", str(raw), "--out_root", str(tmp_path / "d"), "--category", "Nope"])
-    assert rc == 1 and "meta_Nope.json" in capsys.readouterr().err
+    assert rc == 2 and "meta_Nope.json" in capsys.readouterr().err
     assert not (tmp_path / "d" / "Office").exists() or not any((tmp_path / "d" / "Office").glob("*.inter"))
 
 
@@ -157,7 +157,7 @@ def test_too_little_data_is_an_error_not_an_empty_dataset(tmp_path, capsys):
     raw = tmp_path / "raw"
     write_amazon_dump(raw, "Office_Products", "2023")
     rc = pa.main(["--raw_dir", str(raw), "--out_root", str(tmp_path / "d"), "--category", "Office_Products"])
-    assert rc == 1 and "no interactions left after the 5-core filter" in capsys.readouterr().err
+    assert rc == 2 and "no interactions left after the 5-core filter" in capsys.readouterr().err
 
 
 def test_default_5core_drops_users_and_items_below_5(tmp_path):

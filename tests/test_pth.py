@@ -493,11 +493,11 @@ def test_convert_cli(tmp_path, capsys):
     save_original(src, sd, "pretrain")
     assert main([str(src), str(tmp_path / "out")]) == 0
     assert capsys.readouterr().out.strip() == str(tmp_path / "out")
-    assert main([str(src), str(tmp_path / "out")]) == 1  # exists: needs --overwrite
+    assert main([str(src), str(tmp_path / "out")]) == 2  # exists: needs --overwrite
     assert main([str(src), str(tmp_path / "out"), "--overwrite"]) == 0
     (tmp_path / "notckpt").mkdir()
     (tmp_path / "notckpt" / "keep.txt").write_text("mine")
-    assert main([str(src), str(tmp_path / "notckpt"), "--overwrite"]) == 1
+    assert main([str(src), str(tmp_path / "notckpt"), "--overwrite"]) == 2
     assert (tmp_path / "notckpt" / "keep.txt").read_text() == "mine"
     with pytest.raises(SystemExit):
         main(["--help"])

@@ -1,4 +1,4 @@
-"""Every command shown in README.md and the stage READMEs parses: the docs and the tools agree.
+"""Every command shown in README.md, the stage READMEs and docs/ parses: the docs and the tools agree.
 
 The commands are read from the READMEs' fenced code blocks at test time. Each `python X.py ...`,
 `python -m mod ...`, `accelerate launch ... X.py ...` or installed `missrec-*` script is run up
@@ -89,7 +89,9 @@ print(json.dumps(results))
 
 
 def readmes() -> list[Path]:
-    return [ROOT / "README.md", *sorted(ROOT.glob("*/README.md"))]
+    """README.md, the stage READMEs and every other Markdown page one folder down (docs/, benchmarks/)."""
+    pages = sorted(ROOT.glob("*.md")) + sorted(ROOT.glob("*/*.md"))
+    return [p for p in pages if not any(part.startswith(".") for part in p.relative_to(ROOT).parts)]
 
 
 def code_blocks(text: str):

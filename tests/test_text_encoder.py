@@ -76,6 +76,6 @@ def test_unloadable_encoder_is_one_clear_line(tmp_path, capsys):
     with pytest.raises(TextEncoderError, match="without network pass a local folder"):
         HFTextEncoder("no-such-org/no-such-model")
     folder = make_catalogue(tmp_path / "T", "T", ["a"], {"a": "x"}, {})
-    assert extract.main([str(folder), "--text_encoder", str(tmp_path / "no-such-dir"), "--modalities", "text"]) == 1
+    assert extract.main([str(folder), "--text_encoder", str(tmp_path / "no-such-dir"), "--modalities", "text"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "could not load text encoder" in err

@@ -36,7 +36,6 @@ import gzip
 import html
 import json
 import re
-import sys
 import time
 from array import array
 from dataclasses import dataclass, field
@@ -46,6 +45,7 @@ from typing import Iterator, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from missrec import cli
 from missrec.data.atomic import INTER_HEADER, MAX_LEN, DataFormatError, write_index_map, write_meta, write_text
 from missrec.fsutil import atomic_path, atomic_write_text
 
@@ -439,7 +439,7 @@ def _parse_category(spec: str) -> tuple[str, str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = cli.ArgumentParser(
         prog="missrec-prepare-amazon", description=__doc__.split("\n\n")[0],
         epilog="Example: missrec-prepare-amazon --raw_dir raw --category Industrial_and_Scientific "
                "(-> data/Scientific/); missrec-prepare-amazon --raw_dir raw --corpus FHCKM (the paper's 5 domains).")
@@ -465,45 +465,46 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``missrec-prepare-amazon``: exit status 0, or 2 after one ``error:`` line naming the file or option."""
+    return cli.run(_main, argv, exit=False)
+
+
+def _main(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(argv)
     if args.kcore < 3:
-        print("error: --kcore must be at least 3 (leave-one-out needs a train, a valid and a test item per user)", file=sys.stderr)
-        return 2
+        raise cli.OptionError("--kcore", "must be at least 3 (leave-one-out needs a train, a valid and a test item "
+                                         f"per user), got {args.kcore}")
     t0 = time.time()
-    try:
-        if args.category:
-            if bool(args.reviews) != bool(args.meta):
-                raise DataFormatError("--reviews and --meta go together")
-            if args.reviews:
-                release = args.release
-                if release == "auto":
-                    release = "2023" if ".jsonl" in args.reviews.name else "2018"
-                rev, meta = args.reviews, args.meta
-                for f in (rev, meta):
-                    if not f.is_file():
-                        raise DataFormatError(f"{f}: file not found")
-            else:
-                release, rev, meta = find_inputs(args.raw_dir, args.category, args.release)
-            name = args.name or _parse_category(args.category)[1]
-            prep = prepare_category(rev, meta, release, args.kcore, args.max_text_chars, label=name)
-            source = {"release": release, "category": args.category, "reviews": rev.name, "meta": meta.name}
-            folder = write_single(args.out_root, name, prep, args.max_len, source)
+    if args.category:
+        if bool(args.reviews) != bool(args.meta):
+            raise DataFormatError("--reviews and --meta go together")
+        if args.reviews:
+            release = args.release
+            if release == "auto":
+                release = "2023" if ".jsonl" in args.reviews.name else "2018"
+            rev, meta = args.reviews, args.meta
+            for f in (rev, meta):
+                if not f.is_file():
+                    raise DataFormatError(f"{f}: file not found")
         else:
-            cats = [_parse_category(c) for c in args.categories]
-            shorts = [s for _, s in cats]
-            if len(set(shorts)) != len(shorts):
-                raise DataFormatError(f"--categories: domain names must be distinct, got {shorts}")
-            domains = []
-            for cat, short in cats:
-                rel, rev, meta = find_inputs(args.raw_dir, cat, args.release)
-                domains.append((short, rev, meta, rel))  # each domain may come from either release
-            source = {"categories": {s: c for c, s in cats},
-                      "files": {s: {"release": rel, "reviews": r.name, "meta": m.name} for s, r, m, rel in domains}}
-            folder = build_corpus(args.out_root, args.corpus, domains, args.kcore, args.max_len,
-                                  args.max_text_chars, source)
-    except DataFormatError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+            release, rev, meta = find_inputs(args.raw_dir, args.category, args.release)
+        name = args.name or _parse_category(args.category)[1]
+        prep = prepare_category(rev, meta, release, args.kcore, args.max_text_chars, label=name)
+        source = {"release": release, "category": args.category, "reviews": rev.name, "meta": meta.name}
+        folder = write_single(args.out_root, name, prep, args.max_len, source)
+    else:
+        cats = [_parse_category(c) for c in args.categories]
+        shorts = [s for _, s in cats]
+        if len(set(shorts)) != len(shorts):
+            raise DataFormatError(f"--categories: domain names must be distinct, got {shorts}")
+        domains = []
+        for cat, short in cats:
+            rel, rev, meta = find_inputs(args.raw_dir, cat, args.release)
+            domains.append((short, rev, meta, rel))  # each domain may come from either release
+        source = {"categories": {s: c for c, s in cats},
+                  "files": {s: {"release": rel, "reviews": r.name, "meta": m.name} for s, r, m, rel in domains}}
+        folder = build_corpus(args.out_root, args.corpus, domains, args.kcore, args.max_len,
+                              args.max_text_chars, source)
     print(f"wrote {folder} in {time.time() - t0:.1f}s", flush=True)
     return 0
 

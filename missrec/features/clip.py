@@ -14,14 +14,15 @@ import numpy as np
 import torch
 from PIL import Image
 
+from missrec.errors import UserError
 from missrec.fsutil import sha256_file
 
 # Status of one item's input (one int8 per item in a shard).
 NO_INPUT, ENCODED, UNREADABLE = 0, 1, 2
 
 
-class ExtractError(RuntimeError):
-    """A user-facing failure; main() prints it as one line."""
+class ExtractError(UserError, RuntimeError):
+    """A user-facing failure; missrec.cli.run prints it as one line."""
 
 
 def open_rgb(path) -> Image.Image:

@@ -27,7 +27,6 @@ import json
 import math
 import os
 import shutil
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,13 +36,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from missrec import cli
 from missrec.data.atomic import FEATURE_SUFFIXES as SUFFIX
 from missrec.data.atomic import DataFormatError, read_index_map, read_meta, read_text, write_meta
 from missrec.fsutil import atomic_path
 from missrec.features.clip import (ENCODED, NO_INPUT, UNREADABLE, ClipEncoder, ExtractError, ImageItems,
                                    autocast, resolve_device, resolve_precision)
 from missrec.features.images import index_images
-from missrec.features.text_encoder import HFTextEncoder, TextEncoderError
+from missrec.features.text_encoder import HFTextEncoder
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -405,7 +405,7 @@ def _print_summary(prefix: str, summary: dict, secs: float) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = cli.ArgumentParser(
         prog="missrec-features", description=__doc__.split("\n\n")[0],
         epilog="Example: missrec-features data/Scientific --model ViT-B-32 --pretrained /weights/vit_b_32_openai.safetensors. "
                "Resume a killed run by running the same command again.")
@@ -441,12 +441,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except (ExtractError, DataFormatError, TextEncoderError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    """``missrec-features``: exit status 0, or 2 after one ``error:`` line naming the file or option."""
+    return cli.run(lambda a: run(build_parser().parse_args(a)), argv, exit=False)
 
 
 def run(args: argparse.Namespace) -> int:

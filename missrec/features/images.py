@@ -22,7 +22,6 @@ import os
 import random
 import re
 import socket
-import sys
 import threading
 import time
 import urllib.error
@@ -36,6 +35,7 @@ from typing import Sequence
 from PIL import Image
 from tqdm import tqdm
 
+from missrec import cli
 from missrec.data.atomic import DataFormatError
 from missrec.fsutil import atomic_path, atomic_write_text
 
@@ -236,7 +236,7 @@ def dataset_jobs(folder: Path, out: Path | None) -> list[tuple[str, Path, Path]]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="missrec-fetch-images", description=__doc__.split("\n\n")[0],
+    p = cli.ArgumentParser(prog="missrec-fetch-images", description=__doc__.split("\n\n")[0],
                                 epilog="Example: missrec-fetch-images data/Scientific  (-> data/Scientific/images/)")
     p.add_argument("dataset", nargs="?", type=Path,
                    help="dataset or corpus folder whose <name>.image_urls (per domain for a corpus) lists the images")
@@ -252,25 +252,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``missrec-fetch-images``: exit status 0, or 2 after one ``error:`` line naming the file or option."""
+    return cli.run(_main, argv, exit=False)
+
+
+def _main(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(argv)
     if (args.dataset is None) == (args.urls is None):
-        print("error: give a dataset folder or --urls FILE (exactly one)", file=sys.stderr)
-        return 2
-    try:
-        if args.urls:
-            if not args.out:
-                raise DataFormatError("--urls needs --out (where to put the images)")
-            jobs = [(args.urls.stem, args.urls, args.out)]
-        else:
-            jobs = dataset_jobs(args.dataset, args.out)
-        lists = []
-        for label, url_file, out in jobs:
-            if not url_file.is_file():
-                raise DataFormatError(f"{url_file}: file not found (written by missrec-prepare-amazon; or pass --urls)")
-            lists.append((label, read_url_list(url_file), out))
-    except DataFormatError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        raise cli.OptionError("DATASET / --urls", "give a dataset folder or --urls FILE (exactly one)")
+    if args.urls:
+        if not args.out:
+            raise cli.OptionError("--urls", "needs --out (where to put the images)")
+        jobs = [(args.urls.stem, args.urls, args.out)]
+    else:
+        jobs = dataset_jobs(args.dataset, args.out)
+    lists = []
+    for label, url_file, out in jobs:
+        if not url_file.is_file():
+            raise DataFormatError(f"{url_file}: file not found (written by missrec-prepare-amazon; or pass --urls)")
+        lists.append((label, read_url_list(url_file), out))
     for label, pairs, out in lists:
         fp = args.failures if (args.failures and len(lists) == 1) else None
         if args.failures and len(lists) > 1:

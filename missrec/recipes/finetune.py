@@ -43,6 +43,7 @@ class FinetuneArgs:
 
 def build_model(margs, fargs, ds, n_items):
     from missrec.config import MISSRecConfig
+    from missrec.errors import UserError
     from missrec.model import MISSRec
 
     use_id = fargs.mode == "transductive"
@@ -51,8 +52,8 @@ def build_model(margs, fargs, ds, n_items):
         model = MISSRec.from_pretrained(fargs.pretrained, dataset=ds.folder, use_id=use_id, n_items=n_items if use_id else 0)
         c = model.config
         if (c.text_dim, c.image_dim) != (tdim, idim):
-            raise SystemExit(f"error: {fargs.pretrained} expects text/image features of dims {c.text_dim}/{c.image_dim}, "
-                             f"but {ds.folder} has {tdim}/{idim} (extract them with the same CLIP model)")
+            raise UserError(fargs.pretrained, f"expects text/image features of dims {c.text_dim}/{c.image_dim}, "
+                                              f"but {ds.folder} has {tdim}/{idim} (extract them with the same CLIP model)")
         return model
     cfg = MISSRecConfig(**asdict(margs), text_dim=tdim, image_dim=idim, use_id=use_id, n_items=n_items if use_id else 0)
     return MISSRec(cfg)
@@ -104,8 +105,6 @@ def main(argv=None):
 
     margs, targs, fargs = parse((ModelArgs, TrainArgs, FinetuneArgs), argv, description=__doc__,
                                 defaults=FINETUNE_DEFAULTS)
-    if fargs.mode not in ("transductive", "inductive"):
-        raise SystemExit(f"error: --mode must be transductive or inductive, got {fargs.mode!r}")
     if fargs.peft is None:
         fargs.peft = fargs.pretrained.lower() != "none"
     acc = make_accelerator(targs)

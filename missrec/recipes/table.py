@@ -52,7 +52,8 @@ def main(argv=None):
     from missrec.fsutil import atomic_write_json, atomic_write_text
     from missrec.recipes import finetune as ft
 
-    pre = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from missrec.cli import ArgumentParser
+    pre = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     pre.add_argument("--pretrained", required=True, help="Checkpoint for the two pretrained settings.")
     pre.add_argument("--settings", default="all", help="Comma-separated subset of id-scratch,id-pt,noid-scratch,noid-pt.")
     own, rest = pre.parse_known_args(argv)
