@@ -302,7 +302,7 @@ def _length_rows(kind: str, n_items: int, n: int, rng: np.random.Generator, max_
         t = split_tensors(splits["train"])
         idx = torch.from_numpy(rng.choice(len(splits["train"]), size=n, replace=False))
         return {k: v[idx] for k, v in t.items()}
-    if kind == "uniform":
+    if kind.startswith("uniform"):
         length = rng.integers(1, max_len + 1, size=n)
     else:  # MovieLens-style: most users have more than 50 ratings
         length = np.where(rng.random(n) < 0.9, max_len, rng.integers(1, max_len + 1, size=n))
@@ -312,9 +312,10 @@ def _length_rows(kind: str, n_items: int, n: int, rng: np.random.Generator, max_
             "target": torch.from_numpy(rng.integers(1, n_items + 1, size=n))}
 
 
-def run_lengths(ctx: Ctx, cases: list, batch: int) -> list[dict]:
+def run_lengths(ctx: Ctx, cases: list, batch: int, curve: dict | None = None) -> list[dict]:
     """Finetuning step (transductive, parameter-efficient) per length distribution: padded, packed,
-    reference, on one model's weights, in this process."""
+    reference, on one model's weights, in this process. ``curve`` ({series: []}) is filled with the
+    step time vs a fixed history length on the first case's catalogue."""
     rows = []
     for kind, n_items, splits in cases:
         rng = np.random.default_rng(ctx.seed)
@@ -364,6 +365,17 @@ def run_lengths(ctx: Ctx, cases: list, batch: int) -> list[dict]:
                      "reference_useful_gflop_per_s": useful / 1e9 / t["reference"]})
         print(f"  lengths {kind}: packed {t['packed']:.3g}s, padded {t['padded']:.3g}s, "
               f"reference {t['reference']:.3g}s", flush=True)
+        if curve is not None and not curve["packed"]:
+            # Step time vs history length, every row of the batch at that length (one timed step each).
+            for n in ([1, 2, 5, 10, 20] if ctx.quick else [1, 3, 10, 25, 50]):
+                b_dev["length"].fill_(n)
+                b_dev["seq"] = torch.where(torch.arange(b_dev["seq"].shape[1], device=ctx.device) < n,
+                                           b_dev["seq"].clamp_min(1), 0)
+                ref_b.update(item_id_list=b_dev["seq"], item_length=b_dev["length"])
+                for impl in ("packed", "padded"):
+                    with attention_impl(model, impl):
+                        curve[impl].append((n, measure(ours, ctx, repeats=1, warmup=0)["median_s"]))
+                curve["reference"].append((n, measure(ref, ctx, repeats=1, warmup=0)["median_s"]))
         del model, ref_model, items, ref_tables
     return rows
 
@@ -420,8 +432,11 @@ def main(argv=None) -> dict:
                   f"reference {r['reference_epoch_s']:.3g}s", flush=True)
     if "lengths" in parts:
         length_cases.append(("movielens (90% at 50)", length_cases[0][1], None))
+        len_curve = {"packed": [], "padded": [], "reference": []}
         add_table(res, "lengths", f"Finetuning step by history length (batch {ft_batch}, transductive, parameter-efficient)",
-                  LENGTH_COLUMNS, run_lengths(ctx, length_cases, ft_batch))
+                  LENGTH_COLUMNS, run_lengths(ctx, length_cases, ft_batch, len_curve))
+        add_curve(res, "finetune_step_vs_history_length", "seqlen", "history length (every row)",
+                  f"seconds per finetuning step (batch {ft_batch}, {length_cases[0][1]} items)", len_curve)
     if pt_rows:
         add_table(res, "pretrain", f"Pretraining step (batch {pt_batch})", PRETRAIN_COLUMNS, pt_rows)
         add_curve(res, "pretrain_step_vs_batch", "batch", "batch size", f"seconds per step ({list(sizes)[0]})",

@@ -163,7 +163,7 @@ class MISSRec(nn.Module):
         x = x + self.position_embedding.weight[flat_pos]
         if self.item_embedding is not None:
             x = x + self.item_embedding(flat)
-        x = self.dropout(self.LayerNorm(x))
+        x = packed.dropout(self.LayerNorm(x), self.dropout.p, self.training)
 
         tok, tok_row, n_int = interest_tokens_packed(items.text_interest[flat], items.image_interest[flat],
                                                      flat_row, B, items.centroids.shape[0])

@@ -197,3 +197,43 @@ def test_config_rejects_unknown_choices():
         MISSRecConfig(attention_impl="flash")
     with pytest.raises(ValueError, match="interest_reg"):
         MISSRecConfig(interest_reg="sum")
+
+
+@pytest.mark.parametrize("reg", ["mean", "original"])
+def test_packed_runs_under_bf16_autocast(reg):
+    """The mixed-precision path of training (here CPU autocast; CUDA autocast takes the same ops)."""
+    model, items = _setup(dropout=0.0, interest_reg=reg)
+    b = _batch(BATCHES["mix_1_2_50"])
+    ft = FinetuneObjective(model, gamma_reg=1e-4)
+    with torch.no_grad():
+        want, _ = ft(b, items)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, _ = ft(b, items)
+    loss.backward()
+    assert torch.isfinite(loss) and abs(loss.item() - want.item()) < 0.05 * abs(want.item())
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_no_interest_tokens_is_a_clear_error():
+    model, items = _setup()
+    items.text_interest.zero_(), items.image_interest.zero_()
+    b = _batch([3, 1])
+    with pytest.raises(ValueError, match="interest discovery"):
+        model(b["seq"], b["length"], items)
+
+
+def test_packed_dropout_is_inverted_dropout():
+    from missrec.packed import dropout
+    torch.manual_seed(0)
+    y = dropout(torch.ones(200_000), 0.3, True)
+    assert abs((y == 0).float().mean().item() - 0.3) < 0.01
+    assert abs(y.mean().item() - 1.0) < 0.01
+    assert torch.equal(dropout(torch.ones(5), 0.3, False), torch.ones(5))
+    # A model in train mode with dropout > 0 really drops on the packed path.
+    model, items = _setup(dropout=0.5)
+    b = _batch(BATCHES["mix_1_2_50"])
+    model.train()
+    with torch.no_grad():
+        u1, _ = model(b["seq"], b["length"], items)
+        u2, _ = model(b["seq"], b["length"], items)
+    assert (u1 - u2).abs().max() > 1e-3
