@@ -18,6 +18,15 @@ items; train rows are every prefix, so most histories are short).
   --budget-s, its steps are extrapolated from the timed steps (median step x steps per epoch) and
   a too-long k-means from timed probes (see bench_kmeans); the table says which.
 
+* length distributions (batch 512, the finetuning step above): ours-padded (nn.Transformer on
+  batches padded to 50), ours-packed (real tokens only, missrec/packed.py) and the reference, on
+  one model's weights, for uniform 1..50 histories, the Amazon-style rows of Scientific and
+  Office (matched to their published user/item/interaction counts) and MovieLens-style long
+  histories (90% at 50). useful GFLOP = the packed step's work (real tokens only); achieved =
+  useful GFLOP / step time, so padding shows up as a lower rate.
+
+Ours is timed with both sequence paths on the same weights: ``packed`` (the default) and
+``padded`` (``--attention_impl padded``, the reference path of this project).
 Interest ids for the pretraining step are random (K = 2% of 2N), so no k-means runs there.
 --quick uses a tiny catalogue and histories of at most 20 items.
 Validation is not part of the epoch here: see bench_eval for its users/s.
@@ -26,6 +35,7 @@ Validation is not part of the epoch here: see bench_eval for its users/s.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -36,8 +46,8 @@ import torch
 
 from benchmarks.bench_kmeans import ours_model, probe_rows, reference_model
 from benchmarks.common import (Ctx, add_curve, add_table, build_parser, copy_bandwidth_gbs, count_work, finish,
-                               matmul_peak_tflops, measure, measure_adaptive, new_result, random_interests, set_argv,
-                               synth_item_table, synth_splits, sync)
+                               matmul_peak_tflops, measure, measure_adaptive, new_result, popularity, random_interests,
+                               set_argv, synth_item_table, synth_splits, sync)
 from benchmarks.reference import (RefTables, ref_cluster_kmeans, ref_finetune_loss, ref_pretrain_loss,
                                   ref_pretrain_transform, ref_trans_dataload)
 from missrec.config import MISSRecConfig
@@ -47,15 +57,33 @@ from missrec.objectives import FinetuneObjective
 from missrec.tasks import PretrainTask, split_tensors
 
 SIZES = {"scientific": (4385, 34_000), "office": (25_986, 423_000)}
+# Published counts (users, items, interactions): mean history length per user for the generator.
+MEAN_LEN = {"scientific": 59_427 / 8_442, "office": 684_837 / 87_436}
 QUICK_SIZES = {"tiny": (200, 600)}
 QUICK_MAX_LEN = 20  # --quick only: shorter histories keep the smoke run within seconds
-PRETRAIN_COLUMNS = ["size", "items", "batch", "ours_step_s", "reference_step_s", "speedup", "ours_seq_per_s",
+PRETRAIN_COLUMNS = ["size", "items", "batch", "ours_step_s", "padded_step_s", "reference_step_s", "speedup",
+                    "packed_vs_padded", "ours_seq_per_s",
                     "reference_seq_per_s", "ours_peak_mb", "reference_peak_mb", "gflop_per_step",
                     "matmul_roof_frac", "bandwidth_roof_frac", "timing"]
-FINETUNE_COLUMNS = ["size", "items", "train_rows", "batch", "steps_per_epoch", "ours_step_s", "reference_step_s",
-                    "step_speedup", "ours_discovery_s", "reference_discovery_s", "ours_epoch_s",
-                    "reference_epoch_s", "epoch_speedup", "ours_seq_per_s", "reference_seq_per_s",
+FINETUNE_COLUMNS = ["size", "items", "train_rows", "batch", "steps_per_epoch", "ours_step_s", "padded_step_s",
+                    "reference_step_s", "step_speedup", "ours_discovery_s", "reference_discovery_s", "ours_epoch_s",
+                    "padded_epoch_s", "reference_epoch_s", "epoch_speedup", "padded_epoch_speedup", "ours_seq_per_s", "reference_seq_per_s",
                     "ours_peak_mb", "reference_peak_mb", "epoch_timing"]
+LENGTH_COLUMNS = ["lengths", "items", "mean_len", "max_len", "packed_step_s", "padded_step_s", "reference_step_s",
+                  "packed_vs_reference", "packed_vs_padded", "packed_seq_per_s", "padded_seq_per_s",
+                  "reference_seq_per_s", "useful_gflop", "padded_gflop", "packed_gflop_per_s",
+                  "padded_useful_gflop_per_s", "reference_useful_gflop_per_s"]
+
+
+@contextlib.contextmanager
+def attention_impl(model, impl: str):
+    """Time one of our two sequence paths on the same weights."""
+    old = model.config.attention_impl
+    model.config.attention_impl = impl
+    try:
+        yield
+    finally:
+        model.config.attention_impl = old
 
 
 def _rows(n_rows: int, batch: int, step: int, seed: int) -> torch.Tensor:
@@ -121,6 +149,8 @@ def run_pretrain(ctx: Ctx, name: str, n_items: int, splits, batch: int, roofs: d
     random_interests(items, n_interests(n_items, 0.02), ctx.seed)
     pb = PretrainBench(ctx, items, splits["train"], ctx.seed)
     ours = measure_adaptive(lambda: pb.ours_step(batch), ctx)
+    with attention_impl(pb.model, "padded"):
+        padded = measure_adaptive(lambda: pb.ours_step(batch), ctx)
     ref = measure_adaptive(lambda: pb.ref_step(batch), ctx)
     # Work of one step, counted on (at most) 512 rows and scaled to the batch: FLOPs are linear in
     # the batch up to the small [B, B] logits.
@@ -129,8 +159,8 @@ def run_pretrain(ctx: Ctx, name: str, n_items: int, splits, batch: int, roofs: d
     scale = batch / sub
     flops, nbytes = work["flops"] * scale, work["bytes"] * scale
     row = {"size": name, "items": n_items, "batch": batch,
-           "ours_step_s": ours["median_s"], "reference_step_s": ref["median_s"],
-           "speedup": ref["median_s"] / ours["median_s"],
+           "ours_step_s": ours["median_s"], "padded_step_s": padded["median_s"], "reference_step_s": ref["median_s"],
+           "speedup": ref["median_s"] / ours["median_s"], "packed_vs_padded": padded["median_s"] / ours["median_s"],
            "ours_seq_per_s": batch / ours["median_s"], "reference_seq_per_s": batch / ref["median_s"],
            "ours_peak_mb": ours["peak_mem_mb"], "reference_peak_mb": ref["peak_mem_mb"],
            "gflop_per_step": flops / 1e9,
@@ -220,6 +250,8 @@ def run_finetune(ctx: Ctx, name: str, n_items: int, splits, batch: int, budget: 
         return loss.item()
 
     ours = measure_adaptive(ours_step, ctx)
+    with attention_impl(model, "padded"):
+        padded = measure_adaptive(ours_step, ctx)
     ref = measure_adaptive(ref_step, ctx)
     timing = []
     order = torch.randperm(n_rows, generator=torch.Generator().manual_seed(ctx.seed))
@@ -237,20 +269,109 @@ def run_finetune(ctx: Ctx, name: str, n_items: int, splits, batch: int, budget: 
         return est, f"extrapolated ({steps} x median of {n} timed step{'s' if n > 1 else ''})"
 
     ours_train, how_o = epoch(ours_step, ours)
+    with attention_impl(model, "padded"):
+        padded_train, how_p = epoch(ours_step, padded)
     ref_train_s, how_r = epoch(ref_step, ref)
-    timing.append(f"steps: ours {how_o}, reference {how_r}")
+    timing.append(f"steps: ours {how_o}, padded {how_p}, reference {how_r}")
     timing.append("k-means: ours " + ("extrapolated" if disc["ours_extrapolated"] else f"measured ({disc['iters']} iters)")
                   + ", reference " + ("extrapolated" if disc["reference_extrapolated"] else "measured"))
     ours_epoch = disc["ours_s"] + ours_train
+    padded_epoch = disc["ours_s"] + padded_train
     ref_epoch = disc["reference_s"] + ref_train_s
     return {"size": name, "items": n_items, "train_rows": n_rows, "batch": batch, "steps_per_epoch": steps,
-            "ours_step_s": ours["median_s"], "reference_step_s": ref["median_s"],
+            "ours_step_s": ours["median_s"], "padded_step_s": padded["median_s"], "reference_step_s": ref["median_s"],
             "step_speedup": ref["median_s"] / ours["median_s"],
             "ours_discovery_s": disc["ours_s"], "reference_discovery_s": disc["reference_s"],
-            "ours_epoch_s": ours_epoch, "reference_epoch_s": ref_epoch, "epoch_speedup": ref_epoch / ours_epoch,
+            "ours_epoch_s": ours_epoch, "padded_epoch_s": padded_epoch, "reference_epoch_s": ref_epoch,
+            "epoch_speedup": ref_epoch / ours_epoch, "padded_epoch_speedup": ref_epoch / padded_epoch,
             "ours_seq_per_s": batch / ours["median_s"], "reference_seq_per_s": batch / ref["median_s"],
             "ours_peak_mb": ours["peak_mem_mb"], "reference_peak_mb": ref["peak_mem_mb"],
             "epoch_timing": "; ".join(timing)}
+
+
+# ----------------------------------------------------------------------------- length distributions
+def _length_rows(kind: str, n_items: int, n: int, rng: np.random.Generator, max_len: int, splits=None):
+    """``n`` (seq, length, target) rows of one history-length distribution."""
+    if splits is not None:  # Amazon-style: the generated train rows (every prefix of 5-core users)
+        t = split_tensors(splits["train"])
+        idx = torch.from_numpy(rng.choice(len(splits["train"]), size=n, replace=False))
+        return {k: v[idx] for k, v in t.items()}
+    if kind.startswith("uniform"):
+        length = rng.integers(1, max_len + 1, size=n)
+    else:  # MovieLens-style: most users have more than 50 ratings
+        length = np.where(rng.random(n) < 0.9, max_len, rng.integers(1, max_len + 1, size=n))
+    seq = rng.choice(n_items, size=(n, max_len), p=popularity(n_items, rng)) + 1
+    seq = seq * (np.arange(max_len)[None, :] < length[:, None])
+    return {"seq": torch.from_numpy(seq), "length": torch.from_numpy(length),
+            "target": torch.from_numpy(rng.integers(1, n_items + 1, size=n))}
+
+
+def run_lengths(ctx: Ctx, cases: list, batch: int, curve: dict | None = None) -> list[dict]:
+    """Finetuning step (transductive, parameter-efficient) per length distribution: padded, packed,
+    reference, on one model's weights, in this process. ``curve`` ({series: []}) is filled with the
+    step time vs a fixed history length on the first case's catalogue."""
+    rows = []
+    for kind, n_items, splits in cases:
+        rng = np.random.default_rng(ctx.seed)
+        items = synth_item_table(n_items, 512, ctx.seed, device=ctx.device)
+        random_interests(items, n_interests(n_items, 0.5), ctx.seed)
+        model = MISSRec(_config(ctx, use_id=True, n_items=n_items)).to(ctx.device)
+        model.set_peft(True)
+        ref_model = copy.deepcopy(model)
+        model.train()
+        objective = FinetuneObjective(model, gamma_reg=1e-4)
+        opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+        ref_opt = torch.optim.Adam([p for p in ref_model.parameters() if p.requires_grad], lr=1e-3)
+        ref_tables = RefTables(items, ctx.device)
+        b = _length_rows(kind, n_items, batch, rng, QUICK_MAX_LEN if ctx.quick else 50, splits)
+        b_dev = {k: v.to(ctx.device) for k, v in b.items()}
+        ref_b = {"item_id_list": b_dev["seq"], "item_length": b_dev["length"], "item_id": b_dev["target"]}
+
+        def ours():
+            with ctx.autocast():
+                loss, _ = objective(b_dev, items)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+        def ref():
+            loss = ref_finetune_loss(ref_model, ref_tables, ref_b)
+            ref_opt.zero_grad()
+            loss.backward()
+            ref_opt.step()
+            return loss.item()
+
+        t = {}
+        for impl in ("packed", "padded"):
+            with attention_impl(model, impl):
+                t[impl] = measure_adaptive(ours, ctx, memory=False)["median_s"]
+                t[impl + "_flops"] = count_work(ours)["flops"]
+        t["reference"] = measure_adaptive(ref, ctx, memory=False)["median_s"]
+        useful = t["packed_flops"]
+        rows.append({"lengths": kind, "items": n_items, "mean_len": float(b["length"].float().mean()),
+                     "max_len": int(b["length"].max()), "packed_step_s": t["packed"], "padded_step_s": t["padded"],
+                     "reference_step_s": t["reference"], "packed_vs_reference": t["reference"] / t["packed"],
+                     "packed_vs_padded": t["padded"] / t["packed"],
+                     **{f"{k}_seq_per_s": batch / t[k] for k in ("packed", "padded", "reference")},
+                     "useful_gflop": useful / 1e9, "padded_gflop": t["padded_flops"] / 1e9,
+                     "packed_gflop_per_s": useful / 1e9 / t["packed"],
+                     "padded_useful_gflop_per_s": useful / 1e9 / t["padded"],
+                     "reference_useful_gflop_per_s": useful / 1e9 / t["reference"]})
+        print(f"  lengths {kind}: packed {t['packed']:.3g}s, padded {t['padded']:.3g}s, "
+              f"reference {t['reference']:.3g}s", flush=True)
+        if curve is not None and not curve["packed"]:
+            # Step time vs history length, every row of the batch at that length (one timed step each).
+            for n in ([1, 2, 5, 10, 20] if ctx.quick else [1, 3, 10, 25, 50]):
+                b_dev["length"].fill_(n)
+                b_dev["seq"] = torch.where(torch.arange(b_dev["seq"].shape[1], device=ctx.device) < n,
+                                           b_dev["seq"].clamp_min(1), 0)
+                ref_b.update(item_id_list=b_dev["seq"], item_length=b_dev["length"])
+                for impl in ("packed", "padded"):
+                    with attention_impl(model, impl):
+                        curve[impl].append((n, measure(ours, ctx, repeats=1, warmup=0)["median_s"]))
+                curve["reference"].append((n, measure(ref, ctx, repeats=1, warmup=0)["median_s"]))
+        del model, ref_model, items, ref_tables
+    return rows
 
 
 def main(argv=None) -> dict:
@@ -261,6 +382,8 @@ def main(argv=None) -> dict:
     p.add_argument("--sizes", default="", help="Comma-separated subset of: " + ", ".join(SIZES))
     p.add_argument("--pretrain-batch", type=int, default=None, help="Pretraining global batch (default 4096 on a GPU, 1024 on a CPU; quick 32).")
     p.add_argument("--finetune-batch", type=int, default=None, help="Finetuning batch (default 512; quick 16).")
+    p.add_argument("--parts", default="pretrain,finetune,lengths",
+                   help="Comma-separated subset of: pretrain, finetune, lengths.")
     args = p.parse_args(argv)
     set_argv(argv)
     ctx = Ctx(args)
@@ -278,25 +401,47 @@ def main(argv=None) -> dict:
     ft_batch = args.finetune_batch or (16 if ctx.quick else 512)
     roofs = {"tflops": matmul_peak_tflops(ctx, n=512 if ctx.quick else None),
              "gbs": copy_bandwidth_gbs(ctx, mb=16 if ctx.quick else None)}
-    pt_rows, ft_rows, curve = [], [], None
+    parts = set(args.parts.split(","))
+    if parts - {"pretrain", "finetune", "lengths"}:
+        raise SystemExit(f"error: --parts: unknown {sorted(parts - {'pretrain', 'finetune', 'lengths'})}")
+    pt_rows, ft_rows, curve, length_cases = [], [], None, []
     for i, (name, (n_items, n_rows)) in enumerate(sizes.items()):
         rng = np.random.default_rng(ctx.seed + i)
-        splits = synth_splits(n_items, n_rows, rng, max_len=QUICK_MAX_LEN if ctx.quick else 50)
-        curve_b = [pt_batch // 8, pt_batch // 4, pt_batch // 2] if i == 0 else []
-        row, c = run_pretrain(ctx, name, n_items, splits, pt_batch, roofs, curve_b)
-        pt_rows.append(row)
-        curve = curve or c
-        print(f"  {name}: pretrain step ours {row['ours_step_s']:.3g}s, reference {row['reference_step_s']:.3g}s", flush=True)
-        ft_rows.append(run_finetune(ctx, name, n_items, splits, ft_batch, budget, roofs["tflops"] * 1e12))
-        r = ft_rows[-1]
-        print(f"  {name}: finetune epoch ours {r['ours_epoch_s']:.3g}s, reference {r['reference_epoch_s']:.3g}s", flush=True)
-    add_table(res, "pretrain", f"Pretraining step (batch {pt_batch})", PRETRAIN_COLUMNS, pt_rows)
-    add_table(res, "finetune", f"Finetuning epoch (batch {ft_batch}, k-means ratio 0.5, no validation)",
-              FINETUNE_COLUMNS, ft_rows)
-    add_curve(res, "pretrain_step_vs_batch", "batch", "batch size", f"seconds per step ({list(sizes)[0]})",
-              {k: sorted(v) for k, v in curve.items()})
+        splits = synth_splits(n_items, n_rows, rng, mean_len=MEAN_LEN.get(name, 7.5),
+                              max_len=QUICK_MAX_LEN if ctx.quick else 50)
+        if i == 0:
+            length_cases.append(("uniform 1..50", n_items, None))
+        length_cases.append((f"amazon ({name})", n_items, splits))
+        if "pretrain" in parts:
+            curve_b = [pt_batch // 8, pt_batch // 4, pt_batch // 2] if i == 0 else []
+            row, c = run_pretrain(ctx, name, n_items, splits, pt_batch, roofs, curve_b)
+            pt_rows.append(row)
+            curve = curve or c
+            print(f"  {name}: pretrain step ours {row['ours_step_s']:.3g}s, padded {row['padded_step_s']:.3g}s, "
+                  f"reference {row['reference_step_s']:.3g}s", flush=True)
+        if "finetune" in parts:
+            ft_rows.append(run_finetune(ctx, name, n_items, splits, ft_batch, budget, roofs["tflops"] * 1e12))
+            r = ft_rows[-1]
+            print(f"  {name}: finetune epoch ours {r['ours_epoch_s']:.3g}s, padded {r['padded_epoch_s']:.3g}s, "
+                  f"reference {r['reference_epoch_s']:.3g}s", flush=True)
+    if "lengths" in parts:
+        length_cases.append(("movielens (90% at 50)", length_cases[0][1], None))
+        len_curve = {"packed": [], "padded": [], "reference": []}
+        add_table(res, "lengths", f"Finetuning step by history length (batch {ft_batch}, transductive, parameter-efficient)",
+                  LENGTH_COLUMNS, run_lengths(ctx, length_cases, ft_batch, len_curve))
+        add_curve(res, "finetune_step_vs_history_length", "seqlen", "history length (every row)",
+                  f"seconds per finetuning step (batch {ft_batch}, {length_cases[0][1]} items)", len_curve)
+    if pt_rows:
+        add_table(res, "pretrain", f"Pretraining step (batch {pt_batch})", PRETRAIN_COLUMNS, pt_rows)
+        add_curve(res, "pretrain_step_vs_batch", "batch", "batch size", f"seconds per step ({list(sizes)[0]})",
+                  {k: sorted(v) for k, v in curve.items()})
+    if ft_rows:
+        add_table(res, "finetune", f"Finetuning epoch (batch {ft_batch}, k-means ratio 0.5, no validation)",
+                  FINETUNE_COLUMNS, ft_rows)
     res["roofs"] = {"matmul_tflops": roofs["tflops"], "copy_gbs": roofs["gbs"]}
     res["notes"] += [
+        "ours = the packed path (real tokens only, the default); padded = our --attention_impl padded path on the "
+        "same weights; useful GFLOP counts the packed step's work",
         "speedup = reference / ours, measured in this process on the same device; the reference is fp32 "
         f"(as the original), ours runs in {ctx.dtype_name}",
         f"roofs measured here: matmul {roofs['tflops'] * 1e3:.1f} GFLOP/s, copy {roofs['gbs']:.1f} GB/s; "

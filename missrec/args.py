@@ -66,6 +66,8 @@ class TrainArgs:
     kmeans_warm_start: bool = field(default=True, metadata={"help": "Start each epoch's k-means from the previous epoch's centroids (converges in a few iterations)."})
     kmeans_compat: bool = field(default=False, metadata={"help": "Reproduce the original's single-step clustering."})
     gamma_reg: float = field(default=1e-4, metadata={"help": "Weight of the interest regulariser."})
+    interest_reg: str = field(default="mean", metadata={"help": "Interest regulariser: mean (real tokens, batch mean) | original (the original code's form: all padded slots, summed over the batch)."})
+    attention_impl: str = field(default="packed", metadata={"help": "Sequence encoding: packed (real tokens only, faster) | padded (nn.Transformer on padded batches, the reference). Same results."})
     progress: bool = field(default=True, metadata={"help": "Show progress bars (main process only)."})
 
 

@@ -35,6 +35,10 @@ class MISSRecConfig:
     use_id: bool = False
     n_items: int = 0
     fusion: str = "dynamic_shared"  # "dynamic_shared" | "static" (plain mean of the two modality scores)
+    # How sequences are encoded (same weights, same results): "packed" runs the transformer on
+    # real tokens only, "padded" through nn.Transformer on padded batches (the reference).
+    attention_impl: str = "packed"
+    interest_reg: str = "mean"  # "mean" (real tokens, batch mean) | "original" (the original's exact form)
     model_type: str = "missrec"
     source: dict = field(default_factory=dict)
     # Transductive only: the items the ID table was trained on ({name, n_items, items_sha256} of
@@ -46,6 +50,10 @@ class MISSRecConfig:
             raise ValueError(f"hidden_size {self.hidden_size} is not divisible by n_heads {self.n_heads}")
         if self.fusion not in ("dynamic_shared", "static"):
             raise ValueError(f"fusion must be 'dynamic_shared' or 'static', got {self.fusion!r}")
+        if self.attention_impl not in ("packed", "padded"):
+            raise ValueError(f"attention_impl must be 'packed' or 'padded', got {self.attention_impl!r}")
+        if self.interest_reg not in ("mean", "original"):
+            raise ValueError(f"interest_reg must be 'mean' or 'original', got {self.interest_reg!r}")
         if self.use_id and self.n_items <= 0:
             raise ValueError("use_id=True needs n_items > 0 (size of the item-ID table)")
 

@@ -141,3 +141,17 @@ def interest_tokens(text_ids: torch.Tensor, image_ids: torch.Tensor) -> torch.Te
     rows = torch.arange(ids.shape[0], device=ids.device).unsqueeze(1).expand_as(srt)
     out[rows[keep], pos[keep]] = srt[keep]
     return out
+
+
+def interest_tokens_packed(text_ids: torch.Tensor, image_ids: torch.Tensor, row: torch.Tensor,
+                           n_rows: int, n_ids: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The same sets as :func:`interest_tokens`, from packed items, without padding.
+
+    text_ids, image_ids, row: [N] cluster ids and row of each real item; n_ids: ids are < n_ids.
+    Returns (tokens [M] sorted within each row, row of each token [M], tokens per row [n_rows]).
+    """
+    ids = torch.cat([text_ids, image_ids])
+    key = torch.cat([row, row]) * n_ids + ids
+    key = torch.unique(key[ids != 0])  # sorted: by row, then by id
+    tok_row = torch.div(key, n_ids, rounding_mode="floor")
+    return key - tok_row * n_ids, tok_row, torch.bincount(tok_row, minlength=n_rows)

@@ -5,8 +5,10 @@ Module names follow the original implementation (``position_embedding``, ``trm_m
 original state_dict loads by key renaming only (see missrec/pth.py).
 
 Differences from the original, on purpose: the padding item is never scored (nor a class of the
-training loss), and the interest regulariser pools only real interest tokens and averages over
-the batch instead of summing.
+training loss), and by default (``interest_reg="mean"``) the interest regulariser pools only real
+interest tokens and averages over the batch; ``interest_reg="original"`` computes the original's
+form exactly. Two interchangeable paths compute the sequence side: ``attention_impl="packed"``
+(real tokens only, missrec/packed.py) and ``"padded"`` (nn.Transformer on padded batches).
 """
 from __future__ import annotations
 
@@ -17,11 +19,33 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import packed
 from .checkpoint import WEIGHTS, catalogue_of, other_catalogue, read_config, read_weights, save_model
 from .config import MISSRecConfig
 from .hub import resolve
-from .interest import interest_tokens
+from .interest import interest_tokens, interest_tokens_packed
 from .items import ItemTable
+
+
+def regulariser_mean(real_sum: torch.Tensor, n_real: torch.Tensor) -> torch.Tensor:
+    """Squared norm of each row's mean real encoder output, averaged over rows, / hidden size."""
+    pooled = real_sum / n_real.clamp_min(1).unsqueeze(1).to(real_sum.dtype)
+    return (pooled * pooled).sum(1).mean() / pooled.shape[1]
+
+
+def regulariser_original(real_sum: torch.Tensor, pad_memory: torch.Tensor, n_real: torch.Tensor,
+                         has_pad: torch.Tensor) -> torch.Tensor:
+    """The original's form: memory summed over all T slots of the padded token batch (padding
+    included), times the row's fraction of real tokens, squared norm summed over rows, / hidden.
+
+    real_sum: [B, H] encoder outputs summed over real tokens; pad_memory: [B, H] the output at a
+    padding slot; has_pad: [B] 1 where the original's token set held the padding id 0 too.
+    T = max(n_real + has_pad) is the original's padded width.
+    """
+    width = (n_real + has_pad).max()
+    n = n_real.to(real_sum.dtype).unsqueeze(1)
+    pooled = (n / width) * (real_sum + (width - n) * pad_memory)
+    return (pooled * pooled).sum() / pooled.shape[1]
 
 
 class MISSRec(nn.Module):
@@ -85,6 +109,18 @@ class MISSRec(nn.Module):
         B, L = seq.shape
         if L > self.config.max_seq_length:
             raise ValueError(f"sequence length {L} exceeds max_seq_length {self.config.max_seq_length}")
+        if self.config.attention_impl == "packed":
+            return self._forward_packed(seq, length, items, text_table)
+        return self._forward_padded(seq, length, items, text_table)
+
+    def _has_pad_token(self, length: torch.Tensor) -> torch.Tensor:
+        # The original always padded histories to max_seq_length, so a shorter row's set of
+        # interest ids contained the padding id 0 as one more (masked) token.
+        return (length < self.config.max_seq_length).long()
+
+    def _forward_padded(self, seq, length, items, text_table):
+        """The reference path: every row padded to the batch width, as nn.Transformer runs it."""
+        B, L = seq.shape
         # Adapt each distinct item of the batch once (far fewer rows than B x L positions), then
         # scatter back: the adaptors are linear per row, so this is exact.
         uniq, inv = torch.unique(seq, return_inverse=True)
@@ -96,15 +132,72 @@ class MISSRec(nn.Module):
         x = self.dropout(self.LayerNorm(x))
 
         tokens = interest_tokens(items.text_interest[seq], items.image_interest[seq])
+        original = self.config.interest_reg == "original"
+        if original:
+            # One extra padding slot per row: its encoder output is the memory the original
+            # pooled at each of that row's padding positions (all equal: zero input, same keys).
+            tokens = F.pad(tokens, (0, 1))
         src_pad = tokens == 0
         memory = self.trm_model.encoder(items.centroids[tokens].to(x.dtype), src_key_padding_mask=src_pad)
         real = (~src_pad).unsqueeze(-1).to(memory.dtype)
-        pooled = (memory * real).sum(1) / real.sum(1).clamp_min(1)
-        reg = (pooled * pooled).sum(1).mean() / pooled.shape[1]
+        n_real = (~src_pad).sum(1)
+        real_sum = (memory * real).sum(1)
+        if original:
+            reg = regulariser_original(real_sum, memory[:, -1], n_real, self._has_pad_token(length))
+            memory, src_pad = memory[:, :-1], src_pad[:, :-1]
+        else:
+            reg = regulariser_mean(real_sum, n_real)
 
         out = self.trm_model.decoder(x, memory, tgt_key_padding_mask=seq == 0, memory_key_padding_mask=src_pad)
         u = out[torch.arange(B, device=seq.device), length - 1]
         return F.normalize(u, dim=-1), reg
+
+    def _forward_packed(self, seq, length, items, text_table):
+        """Real tokens only: [sum(length), H] item tokens and [sum(n_interests), H] interest tokens."""
+        B, L = seq.shape
+        dev = seq.device
+        pos = torch.arange(L, device=dev).unsqueeze(0).expand(B, L)
+        is_real = pos < length.unsqueeze(1)
+        flat, flat_pos = seq[is_real], pos[is_real]
+        flat_row = torch.arange(B, device=dev).repeat_interleave(length)
+        uniq, inv = torch.unique(flat, return_inverse=True)
+        t = (items.text if text_table is None else text_table)[uniq]
+        x = (self.text_adaptor(t) + self.img_adaptor(items.image[uniq]))[inv]
+        x = x + self.position_embedding.weight[flat_pos]
+        if self.item_embedding is not None:
+            x = x + self.item_embedding(flat)
+        x = packed.dropout(self.LayerNorm(x), self.dropout.p, self.training)
+
+        tok, tok_row, n_int = interest_tokens_packed(items.text_interest[flat], items.image_interest[flat],
+                                                     flat_row, B, items.centroids.shape[0])
+        if bool((n_int == 0).any()):
+            raise ValueError("a history has no interest tokens: run interest discovery (or load the "
+                             "interest state) before encoding sequences")
+        emb = items.centroids[tok].to(x.dtype)
+        i_off = packed.offsets_of(n_int)
+        if self.config.interest_reg == "original":
+            # Each row's real tokens followed by one zero "padding" query that attends to them
+            # but is no key: its output is what the original pooled at padding positions.
+            q_len = n_int + 1
+            q_off = packed.offsets_of(q_len)
+            kv_rows = torch.arange(tok.numel(), device=dev) + tok_row
+            src = emb.new_zeros(tok.numel() + B, emb.shape[1]).index_copy(0, kv_rows, emb)
+            plan = packed.plan_attention(q_off[:-1], q_len, i_off[:-1], n_int)
+            enc = packed.encode(self.trm_model.encoder, src, plan, kv_rows)
+            memory = enc[kv_rows]
+            real_sum = memory.new_zeros(B, memory.shape[1]).index_add(0, tok_row, memory)
+            reg = regulariser_original(real_sum, enc[q_off[1:] - 1], n_int, self._has_pad_token(length))
+        else:
+            plan = packed.plan_attention(i_off[:-1], n_int, i_off[:-1], n_int)
+            memory = packed.encode(self.trm_model.encoder, emb, plan)
+            real_sum = memory.new_zeros(B, memory.shape[1]).index_add(0, tok_row, memory)
+            reg = regulariser_mean(real_sum, n_int)
+
+        d_off = packed.offsets_of(length)
+        self_plan = packed.plan_attention(d_off[:-1], length, d_off[:-1], length)
+        cross_plan = packed.plan_attention(d_off[:-1], length, i_off[:-1], n_int)
+        out = packed.decode(self.trm_model.decoder, x, memory, self_plan, cross_plan)
+        return F.normalize(out[d_off[1:] - 1], dim=-1), reg
 
     # ------------------------------------------------------------------ item side
     def item_reps(self, items: ItemTable, ids: torch.Tensor | None = None,

@@ -18,6 +18,10 @@ class _Task:
 
     def __init__(self, name, model, items: ItemTable, train: Split, args, seed: int):
         self.name, self.model, self.items, self.args, self.seed = name, model, items, args, seed
+        for key in ("interest_reg", "attention_impl"):  # runtime choices, also over a loaded checkpoint's
+            if getattr(args, key, None):
+                setattr(model.config, key, getattr(args, key))
+        model.config.__post_init__()
         self.train = split_tensors(train.truncated(model.config.max_seq_length))
         self.n_train_rows = len(train)
 
