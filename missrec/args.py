@@ -67,7 +67,7 @@ class TrainArgs:
     kmeans_compat: bool = field(default=False, metadata={"help": "Reproduce the original's single-step clustering."})
     gamma_reg: float = field(default=1e-4, metadata={"help": "Weight of the interest regulariser."})
     interest_reg: str = field(default="mean", metadata={"help": "Interest regulariser: mean (real tokens, batch mean) | original (the original code's form: all padded slots, summed over the batch)."})
-    attention_impl: str = field(default="packed", metadata={"help": "Sequence encoding: packed (real tokens only, faster) | padded (nn.Transformer on padded batches, the reference). Same results."})
+    attention_impl: str = field(default="packed", metadata={"help": "Sequence encoding: packed (real tokens only, attention per length bucket; fastest on a CPU) | jagged (real tokens only, attention on nested jagged tensors: fused varlen kernels on CUDA, unmeasured there) | padded (nn.Transformer on padded batches, the reference). Same results."})
     progress: bool = field(default=True, metadata={"help": "Show progress bars (main process only)."})
 
 

@@ -10,6 +10,9 @@ from .errors import CorruptFileError, not_utf8
 from .fsutil import atomic_write_json
 
 
+ATTENTION_IMPLS = ("packed", "jagged", "padded")
+
+
 @dataclass
 class MISSRecConfig:
     """The paper's configuration by default.
@@ -36,7 +39,9 @@ class MISSRecConfig:
     n_items: int = 0
     fusion: str = "dynamic_shared"  # "dynamic_shared" | "static" (plain mean of the two modality scores)
     # How sequences are encoded (same weights, same results): "packed" runs the transformer on
-    # real tokens only, "padded" through nn.Transformer on padded batches (the reference).
+    # real tokens only with attention per length bucket, "jagged" the same with attention on torch
+    # nested jagged tensors (fused varlen kernels on CUDA; slower on a CPU, see benchmarks/RESULTS.md),
+    # "padded" through nn.Transformer on padded batches (the reference).
     attention_impl: str = "packed"
     interest_reg: str = "mean"  # "mean" (real tokens, batch mean) | "original" (the original's exact form)
     model_type: str = "missrec"
@@ -50,8 +55,8 @@ class MISSRecConfig:
             raise ValueError(f"hidden_size {self.hidden_size} is not divisible by n_heads {self.n_heads}")
         if self.fusion not in ("dynamic_shared", "static"):
             raise ValueError(f"fusion must be 'dynamic_shared' or 'static', got {self.fusion!r}")
-        if self.attention_impl not in ("packed", "padded"):
-            raise ValueError(f"attention_impl must be 'packed' or 'padded', got {self.attention_impl!r}")
+        if self.attention_impl not in ATTENTION_IMPLS:
+            raise ValueError(f"attention_impl must be one of {', '.join(ATTENTION_IMPLS)}, got {self.attention_impl!r}")
         if self.interest_reg not in ("mean", "original"):
             raise ValueError(f"interest_reg must be 'mean' or 'original', got {self.interest_reg!r}")
         if self.use_id and self.n_items <= 0:

@@ -7,8 +7,9 @@ original state_dict loads by key renaming only (see missrec/pth.py).
 Differences from the original, on purpose: the padding item is never scored (nor a class of the
 training loss), and by default (``interest_reg="mean"``) the interest regulariser pools only real
 interest tokens and averages over the batch; ``interest_reg="original"`` computes the original's
-form exactly. Two interchangeable paths compute the sequence side: ``attention_impl="packed"``
-(real tokens only, missrec/packed.py) and ``"padded"`` (nn.Transformer on padded batches).
+form exactly. Interchangeable paths compute the sequence side: ``attention_impl="packed"`` or
+``"jagged"`` (real tokens only, missrec/packed.py; attention per length bucket or on nested jagged
+tensors) and ``"padded"`` (nn.Transformer on padded batches).
 """
 from __future__ import annotations
 
@@ -109,7 +110,7 @@ class MISSRec(nn.Module):
         B, L = seq.shape
         if L > self.config.max_seq_length:
             raise ValueError(f"sequence length {L} exceeds max_seq_length {self.config.max_seq_length}")
-        if self.config.attention_impl == "packed":
+        if self.config.attention_impl != "padded":
             return self._forward_packed(seq, length, items, text_table)
         return self._forward_padded(seq, length, items, text_table)
 
@@ -156,6 +157,7 @@ class MISSRec(nn.Module):
         """Real tokens only: [sum(length), H] item tokens and [sum(n_interests), H] interest tokens."""
         B, L = seq.shape
         dev = seq.device
+        impl = self.config.attention_impl
         pos = torch.arange(L, device=dev).unsqueeze(0).expand(B, L)
         is_real = pos < length.unsqueeze(1)
         flat, flat_pos = seq[is_real], pos[is_real]
@@ -182,20 +184,20 @@ class MISSRec(nn.Module):
             q_off = packed.offsets_of(q_len)
             kv_rows = torch.arange(tok.numel(), device=dev) + tok_row
             src = emb.new_zeros(tok.numel() + B, emb.shape[1]).index_copy(0, kv_rows, emb)
-            plan = packed.plan_attention(q_off[:-1], q_len, i_off[:-1], n_int)
+            plan = packed.plan_attention(q_off[:-1], q_len, i_off[:-1], n_int, impl)
             enc = packed.encode(self.trm_model.encoder, src, plan, kv_rows)
             memory = enc[kv_rows]
             real_sum = memory.new_zeros(B, memory.shape[1]).index_add(0, tok_row, memory)
             reg = regulariser_original(real_sum, enc[q_off[1:] - 1], n_int, self._has_pad_token(length))
         else:
-            plan = packed.plan_attention(i_off[:-1], n_int, i_off[:-1], n_int)
+            plan = packed.plan_attention(i_off[:-1], n_int, i_off[:-1], n_int, impl)
             memory = packed.encode(self.trm_model.encoder, emb, plan)
             real_sum = memory.new_zeros(B, memory.shape[1]).index_add(0, tok_row, memory)
             reg = regulariser_mean(real_sum, n_int)
 
         d_off = packed.offsets_of(length)
-        self_plan = packed.plan_attention(d_off[:-1], length, d_off[:-1], length)
-        cross_plan = packed.plan_attention(d_off[:-1], length, i_off[:-1], n_int)
+        self_plan = packed.plan_attention(d_off[:-1], length, d_off[:-1], length, impl)
+        cross_plan = packed.plan_attention(d_off[:-1], length, i_off[:-1], n_int, impl)
         out = packed.decode(self.trm_model.decoder, x, memory, self_plan, cross_plan)
         return F.normalize(out[d_off[1:] - 1], dim=-1), reg
 

@@ -2,10 +2,17 @@
 
 A batch of sequences is held as the concatenation of its real tokens ``[N, H]`` plus the
 per-row lengths, so the projections, feed-forward blocks and LayerNorms run on real tokens only.
-Attention runs per sequence: rows are sorted by key length and cut into a few buckets of
-similar lengths; each bucket is gathered into a small dense block (masked only where its rows
-differ in length) for ``scaled_dot_product_attention``, and the outputs are scattered back to
-packed order. On short histories this removes almost all of the padded path's work.
+Attention runs per sequence, in one of two ways (``MISSRecConfig.attention_impl``):
+
+* ``packed``: rows are sorted by key length and cut into a few buckets of similar lengths; each
+  bucket is gathered into a small dense block (masked only where its rows differ in length) for
+  ``scaled_dot_product_attention``, and the outputs are scattered back to packed order;
+* ``jagged``: the packed tensors are viewed as torch nested tensors of jagged layout (values +
+  offsets, no copy) and passed to ``scaled_dot_product_attention`` in one call, which on CUDA
+  dispatches to the fused flash / memory-efficient variable-length kernels.
+
+benchmarks/bench_attention.py times both against padded SDPA and FlexAttention (RESULTS.md has
+the numbers and the choice). On short histories either removes almost all of the padded path's work.
 
 The layer math mirrors ``nn.TransformerEncoderLayer`` / ``nn.TransformerDecoderLayer`` with
 ``norm_first=False`` (post-LN) and reads their parameters, so the same state_dict serves both
@@ -46,6 +53,16 @@ class AttnPlan:
     restore: torch.Tensor  # packed query order from the concatenation of the buckets' valid queries
 
 
+@dataclass
+class JaggedPlan:
+    """Row offsets of the packed queries and keys (each row's tokens contiguous, rows in order)."""
+
+    q_offsets: torch.Tensor  # [B + 1]
+    k_offsets: torch.Tensor
+    q_max: int
+    k_max: int
+
+
 def _slots(starts: torch.Tensor, lens: torch.Tensor, width: int):
     ar = torch.arange(width, device=starts.device)
     valid = ar.unsqueeze(0) < lens.unsqueeze(1)
@@ -54,8 +71,18 @@ def _slots(starts: torch.Tensor, lens: torch.Tensor, width: int):
 
 
 def plan_attention(q_starts: torch.Tensor, q_lens: torch.Tensor, k_starts: torch.Tensor,
-                   k_lens: torch.Tensor) -> AttnPlan:
-    """Plan attention of each row's queries (``q_lens`` from ``q_starts``) to its keys."""
+                   k_lens: torch.Tensor, impl: str = "packed") -> AttnPlan | JaggedPlan:
+    """Plan attention of each row's queries (``q_lens`` from ``q_starts``) to its keys.
+
+    ``impl="jagged"`` needs the rows back to back in order (``starts == offsets_of(lens)[:-1]``),
+    which is how the model lays them out."""
+    if impl == "jagged":
+        # Maxima on the host: the nested tensor carries them, and SDPA would otherwise sync for them.
+        return JaggedPlan(torch.cat([q_starts, q_starts[-1:] + q_lens[-1:]]),
+                          torch.cat([k_starts, k_starts[-1:] + k_lens[-1:]]),
+                          int(q_lens.max()), int(k_lens.max()))
+    if impl != "packed":
+        raise ValueError(f"attention impl must be 'packed' or 'jagged', got {impl!r}")
     # Bucketing is decided on the host (one small copy); the gathers stay on the device.
     k_host, q_host = k_lens.cpu().numpy(), q_lens.cpu().numpy()
     bucket_of = np.searchsorted(np.asarray(_EDGES), k_host, side="left")
@@ -96,9 +123,20 @@ def _drop(module: nn.Dropout, x: torch.Tensor) -> torch.Tensor:
     return dropout(x, module.p, module.training)
 
 
-def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: AttnPlan,
+def _jagged(t: torch.Tensor, offsets: torch.Tensor, max_len: int) -> torch.Tensor:
+    """[N, h, d] packed -> nested [B, h, j, d]. Contiguous values are required by every SDPA
+    backend for jagged inputs (the q/k/v slices of the fused projection are strided views)."""
+    return torch.nested.nested_tensor_from_jagged(t.contiguous(), offsets, max_seqlen=max_len).transpose(1, 2)
+
+
+def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: AttnPlan | JaggedPlan,
                      dropout_p: float = 0.0) -> torch.Tensor:
     """q: [Nq, h, d], k/v: [Nk, h, d] packed; returns [Nq, h, d] in packed query order."""
+    if isinstance(plan, JaggedPlan):
+        o = F.scaled_dot_product_attention(_jagged(q, plan.q_offsets, plan.q_max),
+                                           _jagged(k, plan.k_offsets, plan.k_max),
+                                           _jagged(v, plan.k_offsets, plan.k_max), dropout_p=dropout_p)
+        return o.transpose(1, 2).values()
     outs = []
     for b in plan.buckets:
         qb = q[b.q_index].transpose(1, 2)  # [b, h, Lq, d]

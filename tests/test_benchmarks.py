@@ -13,6 +13,8 @@ EXPECTED = {
                            "reference_peak_mb", "matmul_roof_frac"],
               "finetune": ["steps_per_epoch", "ours_epoch_s", "reference_epoch_s", "epoch_speedup",
                            "ours_discovery_s", "ours_peak_mb", "epoch_timing"]},
+    "attention": {"main": ["lengths", "mode", "padded_ms", "buckets_ms", "jagged_ms", "flex_ms", "max_abs_diff",
+                           "flex_note"]},
     "eval": {"main": ["items", "ours_users_per_s", "reference_users_per_s", "speedup", "ndcg@10_ours",
                       "ndcg@10_reference"]},
 }
@@ -63,6 +65,10 @@ def test_references_agree_with_ours(quick_run):
         assert r["ndcg@10_ours"] == pytest.approx(r["ndcg@10_reference"], abs=1e-6)
         assert r["recall@50_ours"] == pytest.approx(r["recall@50_reference"], abs=1e-6)
         assert r["ours_users_per_s"] > 0 and r["reference_users_per_s"] > 0
+    att = json.loads((out / "attention.json").read_text())
+    for r in att["tables"]["main"]["rows"]:
+        assert r["max_abs_diff"] < 1e-4 and r["buckets_ms"] > 0 and r["jagged_ms"] > 0 and r["padded_ms"] > 0
+    assert {r["lengths"] for r in att["tables"]["main"]["rows"]} == {"amazon", "uniform", "movielens"}
     km = json.loads((out / "kmeans.json").read_text())
     rows = km["tables"]["main"]["rows"]
     # The quick budget is tiny on purpose, so both the measured and the extrapolated paths run.

@@ -41,9 +41,13 @@ def _setup(use_id=True, dropout=0.1, interest_reg="mean", k=17, seed=0, layers=1
     return model, items
 
 
-def _pair(model):
+# Every real-tokens-only attention implementation must equal the padded reference.
+PACKED_IMPLS = ["packed", "jagged"]
+
+
+def _pair(model, impl="packed"):
     pad, pk = copy.deepcopy(model), copy.deepcopy(model)
-    pad.config.attention_impl, pk.config.attention_impl = "padded", "packed"
+    pad.config.attention_impl, pk.config.attention_impl = "padded", impl
     return pad, pk
 
 
@@ -78,11 +82,12 @@ def _close(a, b, what):
     assert err <= TOL * scale, f"{what}: max abs difference {err:.3g} (scale {scale:.3g})"
 
 
+@pytest.mark.parametrize("impl", PACKED_IMPLS)
 @pytest.mark.parametrize("reg", ["mean", "original"])
 @pytest.mark.parametrize("name", list(BATCHES))
-def test_eval_outputs_equal(name, reg):
+def test_eval_outputs_equal(name, reg, impl):
     model, items = _setup(interest_reg=reg)
-    pad, pk = _pair(model)
+    pad, pk = _pair(model, impl)
     pad.eval(), pk.eval()
     b = _batch(BATCHES[name])
     with torch.no_grad():
@@ -103,11 +108,12 @@ def _grads(model):
     return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
+@pytest.mark.parametrize("impl", PACKED_IMPLS)
 @pytest.mark.parametrize("reg", ["mean", "original"])
 @pytest.mark.parametrize("name", ["all_1", "all_50", "one_length_1", "mix_uniform", "mix_1_2_50"])
-def test_train_mode_losses_and_gradients_equal(name, reg):
+def test_train_mode_losses_and_gradients_equal(name, reg, impl):
     model, items = _setup(dropout=0.0, interest_reg=reg)
-    pad, pk = _pair(model)
+    pad, pk = _pair(model, impl)
     b = _batch(BATCHES[name])
     out = {}
     for tag, m in (("padded", pad), ("packed", pk)):
@@ -132,9 +138,10 @@ def test_train_mode_losses_and_gradients_equal(name, reg):
             _close(grads_a[k], grads_b[k], f"{what} gradient of {k}")
 
 
-def test_two_layers_and_inductive():
+@pytest.mark.parametrize("impl", PACKED_IMPLS)
+def test_two_layers_and_inductive(impl):
     model, items = _setup(use_id=False, layers=2, interest_reg="original")
-    pad, pk = _pair(model)
+    pad, pk = _pair(model, impl)
     pad.eval(), pk.eval()
     b = _batch(BATCHES["mix_uniform"])
     with torch.no_grad():
@@ -173,7 +180,7 @@ def _original_regulariser(model, items, seq):
     return (pooled * pooled).sum() / pooled.shape[1]
 
 
-@pytest.mark.parametrize("impl", ["padded", "packed"])
+@pytest.mark.parametrize("impl", ["padded", *PACKED_IMPLS])
 @pytest.mark.parametrize("name", ["all_1", "all_50", "one_length_1", "mix_uniform", "mix_1_2_50"])
 def test_original_regulariser_matches_the_original_formula(name, impl):
     model, items = _setup(interest_reg="original")
@@ -199,10 +206,12 @@ def test_config_rejects_unknown_choices():
         MISSRecConfig(interest_reg="sum")
 
 
+@pytest.mark.parametrize("impl", PACKED_IMPLS)
 @pytest.mark.parametrize("reg", ["mean", "original"])
-def test_packed_runs_under_bf16_autocast(reg):
+def test_packed_runs_under_bf16_autocast(reg, impl):
     """The mixed-precision path of training (here CPU autocast; CUDA autocast takes the same ops)."""
     model, items = _setup(dropout=0.0, interest_reg=reg)
+    model.config.attention_impl = impl
     b = _batch(BATCHES["mix_1_2_50"])
     ft = FinetuneObjective(model, gamma_reg=1e-4)
     with torch.no_grad():
@@ -214,15 +223,18 @@ def test_packed_runs_under_bf16_autocast(reg):
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
-def test_no_interest_tokens_is_a_clear_error():
+@pytest.mark.parametrize("impl", PACKED_IMPLS)
+def test_no_interest_tokens_is_a_clear_error(impl):
     model, items = _setup()
+    model.config.attention_impl = impl
     items.text_interest.zero_(), items.image_interest.zero_()
     b = _batch([3, 1])
     with pytest.raises(ValueError, match="interest discovery"):
         model(b["seq"], b["length"], items)
 
 
-def test_packed_dropout_is_inverted_dropout():
+@pytest.mark.parametrize("impl", PACKED_IMPLS)
+def test_packed_dropout_is_inverted_dropout(impl):
     from missrec.packed import dropout
     torch.manual_seed(0)
     y = dropout(torch.ones(200_000), 0.3, True)
@@ -231,6 +243,7 @@ def test_packed_dropout_is_inverted_dropout():
     assert torch.equal(dropout(torch.ones(5), 0.3, False), torch.ones(5))
     # A model in train mode with dropout > 0 really drops on the packed path.
     model, items = _setup(dropout=0.5)
+    model.config.attention_impl = impl
     b = _batch(BATCHES["mix_1_2_50"])
     model.train()
     with torch.no_grad():
