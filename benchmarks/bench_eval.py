@@ -8,7 +8,10 @@ adaptors re-applied to the whole catalogue for every batch, the ``[B, N + 1, 2]`
 
 The model is transductive (item IDs + both modalities, the paper's default) with random weights
 and a non-zero fusion factor; features are random unit-norm 512-d. Both sides use the same batch
-of users and must produce the same Recall/NDCG (checked in the table).
+of users and must produce the same Recall/NDCG (checked in the table). Ours is timed on both
+sequence paths on the same weights: ``ours`` = packed (the default, real tokens only) and
+``padded`` (``--attention_impl padded``); with ``--sorted`` also packed with the users sorted by
+history length (``sorted_users_per_s``; ranks are put back in user order and must be identical).
 
     python -m benchmarks.bench_eval [--quick] [--device cpu|cuda] [--dtype bf16|fp32] [--out FILE.json]
 """
@@ -21,15 +24,17 @@ from benchmarks.common import (Ctx, add_curve, add_table, build_parser, finish, 
                                random_interests, set_argv, synth_eval_split, synth_item_table)
 from benchmarks.reference import RefTables, metrics_from_topk, ref_eval_batch
 from missrec.config import MISSRecConfig
+from missrec.data.atomic import Split
 from missrec.evaluate import evaluate_ranks, metrics_from_ranks
 from missrec.interest import n_interests
 from missrec.model import MISSRec, MISSRecScorer
 
-COLUMNS = ["items", "users", "batch", "ours_users_per_s", "reference_users_per_s", "speedup", "ours_peak_mb",
-           "reference_peak_mb", "ndcg@10_ours", "ndcg@10_reference", "recall@50_ours", "recall@50_reference"]
+COLUMNS = ["items", "users", "mean_len", "batch", "ours_users_per_s", "padded_users_per_s", "reference_users_per_s",
+           "speedup", "packed_vs_padded", "ours_peak_mb", "padded_peak_mb", "reference_peak_mb", "ndcg@10_ours",
+           "ndcg@10_padded", "ndcg@10_reference", "recall@50_ours", "recall@50_reference"]
 
 
-def run_case(ctx: Ctx, n_items: int, n_users: int, batch: int) -> dict:
+def run_case(ctx: Ctx, n_items: int, n_users: int, batch: int, sort: bool = False) -> dict:
     rng = np.random.default_rng(ctx.seed + n_items)
     max_len = 20 if ctx.quick else 50  # shorter histories only in the smoke mode
     items = synth_item_table(n_items, 512, ctx.seed, device=ctx.device)
@@ -40,10 +45,13 @@ def run_case(ctx: Ctx, n_items: int, n_users: int, batch: int) -> dict:
     split = synth_eval_split(n_items, n_users, rng, max_len=max_len)
     out = {}
 
-    def ours():
+    def ours(impl="packed", key="ranks", rows=None):
+        model.config.attention_impl = impl
+        s = split if rows is None else Split(split.user[rows], split.seq[rows], split.length[rows], split.target[rows])
         with ctx.autocast():
-            out["ranks"] = evaluate_ranks(MISSRecScorer(model, items), split, n_items, batch_size=batch,
-                                          device=ctx.device, progress=False)
+            out[key] = evaluate_ranks(MISSRecScorer(model, items), s, n_items, batch_size=batch,
+                                      device=ctx.device, progress=False)
+        model.config.attention_impl = "packed"
 
     tables = RefTables(items, ctx.device)
 
@@ -58,15 +66,28 @@ def run_case(ctx: Ctx, n_items: int, n_users: int, batch: int) -> dict:
         out["collected"] = torch.cat(collected)
 
     o = measure_adaptive(ours, ctx)
+    pd = measure_adaptive(lambda: ours("padded", "padded_ranks"), ctx)
     r = measure_adaptive(reference, ctx)
+    extra = {}
+    if sort:
+        order = np.argsort(split.length, kind="stable")
+        so = measure_adaptive(lambda: ours(key="sorted_ranks", rows=order), ctx)
+        back = torch.empty_like(out["sorted_ranks"])
+        back[torch.from_numpy(order)] = out["sorted_ranks"]
+        extra = {"sorted_users_per_s": n_users / so["median_s"],
+                 "sorted_ranks_identical": bool(torch.equal(back, out["ranks"]))}
     m_ours = metrics_from_ranks(out["ranks"], (10, 50))
+    m_pad = metrics_from_ranks(out["padded_ranks"], (10, 50))
     m_ref = {**metrics_from_topk(out["collected"], 10), **metrics_from_topk(out["collected"], 50)}
     del model, items, tables
-    return {"items": n_items, "users": n_users, "batch": batch,
-            "ours_users_per_s": n_users / o["median_s"], "reference_users_per_s": n_users / r["median_s"],
-            "speedup": r["median_s"] / o["median_s"],
-            "ours_peak_mb": o["peak_mem_mb"], "reference_peak_mb": r["peak_mem_mb"],
-            "ndcg@10_ours": m_ours["ndcg@10"], "ndcg@10_reference": m_ref["ndcg@10"],
+    return {"items": n_items, "users": n_users, "mean_len": float(split.length.mean()), "batch": batch,
+            "ours_users_per_s": n_users / o["median_s"], "padded_users_per_s": n_users / pd["median_s"],
+            "reference_users_per_s": n_users / r["median_s"],
+            "speedup": r["median_s"] / o["median_s"], "packed_vs_padded": pd["median_s"] / o["median_s"],
+            "ours_peak_mb": o["peak_mem_mb"], "padded_peak_mb": pd["peak_mem_mb"],
+            "reference_peak_mb": r["peak_mem_mb"],
+            "ndcg@10_ours": m_ours["ndcg@10"], "ndcg@10_padded": m_pad["ndcg@10"],
+            "ndcg@10_reference": m_ref["ndcg@10"], **extra,
             "recall@50_ours": m_ours["recall@50"], "recall@50_reference": m_ref["recall@50"],
             "timing": "single run" if (o.get("single_run") or r.get("single_run")) else f"median of {o['repeats']}"}
 
@@ -81,6 +102,8 @@ def main(argv=None) -> dict:
                    help="Extra catalogue sizes for the users/s-vs-items curve, as items:users:batch "
                         "(default on a CPU: 4385:2048:1024,100000:1024:512; on a GPU: "
                         "4385:16384:1024,100000:8192:1024; quick: 600:32:16).")
+    p.add_argument("--sorted", action="store_true",
+                   help="Also time the packed path with users sorted by history length (an experiment).")
     args = p.parse_args(argv)
     set_argv(argv)
     ctx = Ctx(args)
@@ -102,17 +125,23 @@ def main(argv=None) -> dict:
                   "4385:16384:1024,100000:8192:1024" if gpu else "4385:2048:1024,100000:1024:512")
     rows = []
     for n_items, n_users, batch in cases:
-        rows.append(run_case(ctx, n_items, n_users, batch))
-        print(f"  {n_items:,} items: ours {rows[-1]['ours_users_per_s']:.1f} users/s, "
-              f"reference {rows[-1]['reference_users_per_s']:.1f} users/s", flush=True)
+        rows.append(run_case(ctx, n_items, n_users, batch, args.sorted))
+        r = rows[-1]
+        print(f"  {n_items:,} items: ours (packed) {r['ours_users_per_s']:.1f} users/s, padded "
+              f"{r['padded_users_per_s']:.1f}, reference {r['reference_users_per_s']:.1f}"
+              + (f", packed sorted {r['sorted_users_per_s']:.1f} (ranks identical: {r['sorted_ranks_identical']})"
+                 if args.sorted else ""), flush=True)
     pts = rows + [run_case(ctx, *c) for c in extra]
     pts.sort(key=lambda r: r["items"])
-    add_table(res, "main", "Full-ranking evaluation (users/s; same users and batch on both sides)", COLUMNS, rows)
+    add_table(res, "main", "Full-ranking evaluation (users/s; same users and batch on both sides)",
+              COLUMNS + (["sorted_users_per_s", "sorted_ranks_identical"] if args.sorted else []), rows)
     add_curve(res, "eval_vs_items", "items", "number of items", "ms per user",
               {"ours": [(r["items"], 1e3 / r["ours_users_per_s"]) for r in pts],
+               "ours padded": [(r["items"], 1e3 / r["padded_users_per_s"]) for r in pts],
                "reference": [(r["items"], 1e3 / r["reference_users_per_s"]) for r in pts]})
     res["curve_points"] = pts
     bad = [r["items"] for r in rows if abs(r["ndcg@10_ours"] - r["ndcg@10_reference"]) > 1e-3
+           or abs(r["ndcg@10_ours"] - r["ndcg@10_padded"]) > 1e-3
            or abs(r["recall@50_ours"] - r["recall@50_reference"]) > 1e-3]
     if bad:
         res["notes"].append(f"METRIC MISMATCH between ours and the reference at {bad} items")
