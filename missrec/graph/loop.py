@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..evaluate import round_metrics, write_results_json
-from ..fsutil import atomic_path, atomic_write_text
+from ..evaluate import round_metrics
+from ..fsutil import atomic_path, atomic_write_json, atomic_write_text
 from .data import GraphData
 from .evaluate import evaluate_data
 
@@ -33,6 +33,7 @@ class FitArgs:
     ks: str = field(default="10,20,50", metadata={"help": "Cut-offs K (comma separated)."})
     ndcg: str = field(default="standard", metadata={"help": "standard (ideal DCG over min(|GT|, K)) | legacy (MMSSL's: over the retrieved hits)."})
     eval_batch_size: int = field(default=1024, metadata={"help": "Users per evaluation batch."})
+    test_graph: str = field(default="auto", metadata={"help": "Observed graph at test time: train | train+valid (each user's validation items added to the propagation graph and the masked items, no retraining) | auto (train+valid for the atomic and slmrec layouts, whose validation items precede or belong to the test-time history; train for mmssl, as its original)."})
     seed: int = field(default=2022, metadata={"help": "Seed of initialisation and sampling."})
     device: str = field(default="auto", metadata={"help": "auto (cuda if available) | cpu | cuda[:N]."})
     plot: bool = field(default=True, metadata={"help": "Write curves.png."})
@@ -41,6 +42,27 @@ class FitArgs:
     @property
     def ks_tuple(self) -> tuple[int, ...]:
         return tuple(int(k) for k in self.ks.split(",") if k.strip())
+
+
+TEST_GRAPHS = ("train", "train+valid")
+
+
+def resolve_test_graph(choice: str, data: GraphData) -> str:
+    """``--test_graph auto`` by data layout: atomic (sequential leave-one-out: the test item follows
+    the validation item, whose interaction is in the test-time history) and slmrec (its
+    validation split is carved from the original training pairs, which the original propagated
+    over and masked at test) -> ``train+valid``; mmssl (val/test are disjoint random holdouts,
+    and its batch_test.py keeps validation items as test candidates) -> ``train``."""
+    if choice == "auto":
+        return "train" if data.info.get("format") == "mmssl" else "train+valid"
+    if choice not in TEST_GRAPHS:
+        raise ValueError(f"--test_graph: expected auto, train or train+valid, got {choice!r}")
+    return choice
+
+
+def test_view(data: GraphData, test_graph: str) -> GraphData:
+    """The data the test split is evaluated on (graph and mask) under ``test_graph``."""
+    return data.with_valid_observed() if test_graph == "train+valid" else data
 
 
 def resolve_device(name: str) -> torch.device:
@@ -62,6 +84,7 @@ def fit(model, data: GraphData, args: FitArgs, name: str | None = None) -> dict:
         raise ValueError(f"--metric {args.metric}: expected recall|precision|ndcg|hit@K with K in --ks {args.ks}")
     if not any(len(v) for v in data.valid):
         raise ValueError(f"{data.name}: no validation items (model selection needs a validation split)")
+    test_graph = resolve_test_graph(args.test_graph, data)
     device = resolve_device(args.device)
     model.to(device)
     gen = torch.Generator().manual_seed(args.seed)
@@ -99,9 +122,16 @@ def fit(model, data: GraphData, args: FitArgs, name: str | None = None) -> dict:
     if best_state is not None:
         model.load_state_dict(best_state)
     valid = evaluate_data(model, data, "valid", ks, args.ndcg, args.eval_batch_size)
-    test = evaluate_data(model, data, "test", ks, args.ndcg, args.eval_batch_size)
+    tdata = test_view(data, test_graph)
+    if tdata is not data:
+        model.set_graph(tdata)
+    test = evaluate_data(model, tdata, "test", ks, args.ndcg, args.eval_batch_size)
+    if tdata is not data:
+        model.set_graph(data)
+        if best_state is not None:
+            model.load_state_dict(best_state)  # graph-derived state (MMSSL's modality graphs) back on R
     info = {k: v for k, v in data.info.items() if k not in ("user_ids", "item_ids")}
-    results = {"dataset": data.name, "model": name, "metric": args.metric, "ndcg": args.ndcg,
+    results = {"dataset": data.name, "model": name, "metric": args.metric, "ndcg": args.ndcg, "test_graph": test_graph,
                "valid": {k: v for k, v in valid.items() if k != "users"},
                "test": {k: v for k, v in test.items() if k != "users"},
                "valid_users": valid["users"], "test_users": test["users"],
@@ -117,13 +147,14 @@ def fit(model, data: GraphData, args: FitArgs, name: str | None = None) -> dict:
 def write_reports(out: Path, results: dict, plot: bool = True) -> None:
     """results.json (rounded), results.md (valid/test table) and curves.png, each written atomically."""
     out.mkdir(parents=True, exist_ok=True)
-    write_results_json(out / "results.json", round_metrics(results, 4))
+    atomic_write_json(out / "results.json", round_metrics(results, 4))
     keys = list(results["test"].keys())
     lines = [f"# {results['dataset']} — {results['model']} (NDCG: {results['ndcg']})", "",
              "| split | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
     for split in ("valid", "test"):
         lines.append(f"| {split} | " + " | ".join(f"{results[split][k]:.4f}" for k in keys) + " |")
-    lines += ["", f"best epoch (by valid {results['metric']}): {results['best_epoch']} of {results['epochs_run']}; "
+    lines += ["", f"test graph: {results.get('test_graph', 'train')}; "
+              f"best epoch (by valid {results['metric']}): {results['best_epoch']} of {results['epochs_run']}; "
               f"{results['params']:,} parameters; {results['seconds_per_epoch']:.2f} s/epoch on {results['device']}"]
     atomic_write_text(out / "results.md", "\n".join(lines) + "\n")
     hist = results["history"]
