@@ -106,7 +106,7 @@ def main(argv=None):
     from ..args import parse
     from ..graph import MODELS
     from ..graph.evaluate import evaluate_multi
-    from ..graph.loop import FitArgs, fit
+    from ..graph.loop import FitArgs, fit, resolve_test_graph, test_view
 
     argv = list(sys.argv[1:] if argv is None else argv)
     pre = argparse.ArgumentParser(add_help=False)
@@ -134,8 +134,12 @@ def main(argv=None):
     # The popularity floor, on the same splits and evaluator.
     pu, pi = popularity(data)
     mask = (data.train_indptr, data.train_indices)
-    pop = {s: evaluate_multi(pu, pi, np.arange(data.n_users), data.split(s), mask, fargs.ks_tuple, fargs.ndcg)
-           for s in ("valid", "test")}
+    # Test on the same observed graph as the models (--test_graph): counts and mask include it.
+    tdata = test_view(data, resolve_test_graph(fargs.test_graph, data))
+    tu, ti = popularity(tdata)
+    pop = {"valid": evaluate_multi(pu, pi, np.arange(data.n_users), data.valid, mask, fargs.ks_tuple, fargs.ndcg),
+           "test": evaluate_multi(tu, ti, np.arange(data.n_users), data.test, (tdata.train_indptr, tdata.train_indices),
+                                  fargs.ks_tuple, fargs.ndcg)}
     fargs_out = fargs.output_dir
     fargs.output_dir = ""  # write once, below, with the extra fields
     results = fit(model, data, fargs, name=dargs.model)
