@@ -106,7 +106,7 @@ def main(argv=None):
     from ..args import parse
     from ..graph import MODELS
     from ..graph.evaluate import evaluate_multi
-    from ..graph.loop import FitArgs, fit, resolve_test_graph, test_view
+    from ..graph.loop import FitArgs, fit, resolve_test_graph, observed_for_test
 
     argv = list(sys.argv[1:] if argv is None else argv)
     pre = argparse.ArgumentParser(add_help=False)
@@ -135,7 +135,7 @@ def main(argv=None):
     pu, pi = popularity(data)
     mask = (data.train_indptr, data.train_indices)
     # Test on the same observed graph as the models (--test_graph): counts and mask include it.
-    tdata = test_view(data, resolve_test_graph(fargs.test_graph, data))
+    tdata = observed_for_test(data, resolve_test_graph(fargs.test_graph, data))
     tu, ti = popularity(tdata)
     pop = {"valid": evaluate_multi(pu, pi, np.arange(data.n_users), data.valid, mask, fargs.ks_tuple, fargs.ndcg),
            "test": evaluate_multi(tu, ti, np.arange(data.n_users), data.test, (tdata.train_indptr, tdata.train_indices),
