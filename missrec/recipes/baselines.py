@@ -16,7 +16,8 @@ per model name (``slmrec: {lr: 0.001}``; it wins over model_cfg). ``--model_opts
 overrides single model hyper-parameters from the command line.
 
 Model selection uses the validation split only; test is evaluated once, at the best validation
-epoch. Writes results.json, results.md and curves.png to --output_dir (results.json also holds
+epoch, over the graph --test_graph names (auto: train+valid for the atomic and slmrec layouts,
+train for mmssl; see baselines/README.md). Writes results.json, results.md and curves.png to --output_dir (results.json also holds
 the popularity baseline on the same splits).
 """
 from __future__ import annotations
