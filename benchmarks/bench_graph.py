@@ -7,8 +7,10 @@ script times ``--batches`` training batches after one warm-up batch and EXTRAPOL
 time (per-batch median x batches per epoch); the table says so. Evaluation time is one
 ``embeddings()`` plus full-ranking test evaluation of every user.
 
-    python benchmarks/bench_graph.py                       # CPU, all models, extrapolated
-    python benchmarks/bench_graph.py --device cuda --batches 0   # GPU: full epochs (0 = whole epoch)
+    python -m benchmarks.bench_graph --threads 1               # CPU, all models, extrapolated
+    python -m benchmarks.bench_graph --quick                   # smoke mode (run_all --quick)
+    python -m benchmarks.bench_graph --device cuda --batches 0 --models lightgcn,vbpr,slmrec,mmssl,mmssl_full
+                                                               # GPU: whole epochs
 """
 from __future__ import annotations
 
@@ -102,55 +104,84 @@ def run_one(a) -> dict:
             "params": int(sum(p.numel() for p in model.parameters()))}
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", default="lightgcn,vbpr,slmrec,mmssl")
+# MMSSL's discriminator reads B x I dense score rows and has ~I^2/4 + I^2/32 weights (BASELINES.md
+# section 1, bug 6): at Sports size that is ~86 GFLOP per discriminator pass, ~100 s a batch on a
+# shared CPU core. The bounded row keeps the I_max most popular items as its input columns and
+# caps the hidden widths (missrec/graph/mmssl.py, "Memory bound"); every other cost is unchanged.
+BOUNDED_MMSSL = {"d_max_items": 4096, "d_hidden_cap": 1024}
+SPECS = {"lightgcn": ("lightgcn", {}), "vbpr": ("vbpr", {}), "slmrec": ("slmrec", {}),
+         "mmssl": ("mmssl", BOUNDED_MMSSL), "mmssl_full": ("mmssl", {})}
+QUICK = {"users": 2000, "items": 1000, "interactions": 20000, "image_dim": 256, "text_dim": 128}
+COLUMNS = ["model", "cfg", "batches_per_epoch", "batches_timed", "s_per_batch", "epoch_s", "eval_s", "peak_gib",
+           "params"]
+
+
+def main(argv=None) -> dict:
+    from benchmarks.common import Ctx, add_table, build_parser, finish, new_result, set_argv
+
+    p = build_parser(__doc__.split("\n\n")[0], default_repeats=2)
+    p.add_argument("--models", default="lightgcn,vbpr,slmrec,mmssl",
+                   help="Any of " + ", ".join(SPECS) + " (mmssl: discriminator bounded by "
+                        f"{BOUNDED_MMSSL}; mmssl_full: the original's sizes, ~100 s a batch on a CPU core).")
+    p.add_argument("--batches", type=int, default=-1,
+                   help="Timed batches per model after one warm-up (0: one whole epoch; -1: --repeats).")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--batches", type=int, default=3, help="Timed batches per model after one warm-up (0: a whole epoch).")
-    p.add_argument("--threads", type=int, default=0)
-    p.add_argument("--users", type=int, default=SPORTS["users"])
-    p.add_argument("--items", type=int, default=SPORTS["items"])
-    p.add_argument("--interactions", type=int, default=SPORTS["interactions"])
-    p.add_argument("--image_dim", type=int, default=SPORTS["image"])
-    p.add_argument("--text_dim", type=int, default=SPORTS["text"])
-    p.add_argument("--cfg", default="{}", help="JSON model options (one model only).")
-    p.add_argument("--out", default="benchmarks/results/graph.json")
+    full = {"users": SPORTS["users"], "items": SPORTS["items"], "interactions": SPORTS["interactions"],
+            "image_dim": SPORTS["image"], "text_dim": SPORTS["text"]}
+    for k, v in full.items():
+        p.add_argument(f"--{k}", type=int, default=None, help=f"default {v} (quick: {QUICK[k]})")
+    p.add_argument("--cfg", default="", help="JSON model options added to every model's.")
     p.add_argument("--model", default=None, help=argparse.SUPPRESS)  # subprocess mode
+    p.add_argument("--model_cfg", default="{}", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
+    sizes = dict(QUICK if a.quick else full)
+    for k in sizes:
+        if getattr(a, k) is not None:
+            sizes[k] = getattr(a, k)
+        setattr(a, k, sizes[k])
+    if a.batches < 0:
+        a.batches = 1 if a.quick else max(1, a.repeats)
     if a.model:
+        a.cfg = a.model_cfg
         print(json.dumps(run_one(a)))
-        return
+        return {}
+    set_argv(argv)
+    ctx = Ctx(a)
+    res = new_result("graph", ctx)
     from missrec.graph import MODELS
 
     rows = []
-    for m in a.models.split(","):
-        if m not in MODELS.available():
-            print(f"{m}: not available in this checkout, skipped", flush=True)
+    for m in [x.strip() for x in a.models.split(",") if x.strip()]:
+        if m not in SPECS:
+            raise SystemExit(f"error: --models: unknown {m!r}; choose from {', '.join(SPECS)}")
+        name, cfg = SPECS[m]
+        if name not in MODELS.available():
+            res["notes"].append(f"{m}: not available in this checkout, skipped")
             continue
-        cmd = [sys.executable, __file__, "--model", m] + [x for k, v in vars(a).items()
-                                                          if k not in ("model", "models", "out")
-                                                          for x in (f"--{k}", str(v))]
-        r = subprocess.run(cmd, capture_output=True, text=True)
+        cfg = {**cfg, **json.loads(a.cfg or "{}")}
+        cmd = [sys.executable, "-m", "benchmarks.bench_graph", "--model", name, "--model_cfg", json.dumps(cfg),
+               "--device", a.device, "--batches", str(a.batches), "--threads", str(a.threads)]
+        cmd += [x for k in sizes for x in (f"--{k}", str(sizes[k]))]
+        r = subprocess.run(cmd, capture_output=True, text=True, cwd=str(Path(__file__).resolve().parents[1]))
         if r.returncode != 0:
-            print(f"{m}: FAILED\n{r.stderr[-2000:]}", flush=True)
+            res["notes"].append(f"{m}: FAILED: {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else r.returncode}")
+            print(r.stderr[-2000:], file=sys.stderr, flush=True)
             continue
-        rows.append(json.loads(r.stdout.strip().splitlines()[-1]))
-        x = rows[-1]
+        x = json.loads(r.stdout.strip().splitlines()[-1])
+        rows.append({"model": m, "cfg": json.dumps(cfg) if cfg else "defaults",
+                     "batches_per_epoch": x["batches_per_epoch"], "batches_timed": x["batches_timed"],
+                     "s_per_batch": x["s_per_batch"], "epoch_s": x["epoch_s"], "eval_s": x["eval_s"],
+                     "peak_gib": x["peak_gib"], "params": x["params"]})
         print(f"{m}: {x['epoch_s']:.1f} s/epoch ({'extrapolated' if x['extrapolated'] else 'measured'}), "
               f"eval {x['eval_s']:.1f} s, peak {x['peak_gib']:.2f} GiB", flush=True)
-    head = "| model | device | batches/epoch | s/batch | epoch s | eval s | peak GiB | params |"
-    lines = [f"Amazon-Sports size: {a.users} users, {a.items} items, {a.interactions} interactions, "
-             f"features image {a.image_dim} + text {a.text_dim} (generated)", "", head, "|---|---|---|---|---|---|---|---|"]
-    for x in rows:
-        ep = f"{x['epoch_s']:.1f}" + (f" (extrapolated from {x['batches_timed']})" if x["extrapolated"] else "")
-        spb = f"{x['s_per_batch']:.3f}" if x["s_per_batch"] is not None else "—"
-        lines.append(f"| {x['model']} | {x['device']} | {x['batches_per_epoch']} | {spb} | {ep} | {x['eval_s']:.1f} | "
-                     f"{x['peak_gib']:.2f} ({x['peak_kind']}) | {x['params']:,} |")
-    print("\n".join(lines))
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    from missrec.fsutil import atomic_write_json
-    atomic_write_json(out, {"command": " ".join(sys.argv), "rows": rows, "table": lines})
+    add_table(res, "main", f"Graph baselines at {'quick' if a.quick else 'Amazon-Sports'} size: {a.users:,} users, "
+              f"{a.items:,} items, {a.interactions:,} interactions, image {a.image_dim} + text {a.text_dim} "
+              f"(generated); epoch_s " + ("= median s/batch x batches/epoch (EXTRAPOLATED)" if a.batches > 0
+                                          else "measured over one epoch"), COLUMNS, rows)
+    res["notes"].append("peak_gib: " + ("torch.cuda.max_memory_allocated" if a.device.startswith("cuda")
+                                        else "the model subprocess's max RSS (data + model + one batch)"))
+    res["notes"].append("eval_s: one embeddings() pass plus full-ranking evaluation of every user")
+    return finish(res, ctx)
 
 
 if __name__ == "__main__":

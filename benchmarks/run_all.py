@@ -20,7 +20,7 @@ import time
 import traceback
 from pathlib import Path
 
-BENCHES = ["interest_tokens", "kmeans", "train", "eval", "attention", "features"]
+BENCHES = ["interest_tokens", "kmeans", "train", "eval", "attention", "features", "graph"]
 KINDS = {"items": "time vs number of items", "batch": "time vs batch size", "seqlen": "time vs sequence length"}
 
 

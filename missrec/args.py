@@ -164,6 +164,7 @@ _FIELD_CHECKS = {
     "kmeans_init": _in("auto", "k-means++", "random"),
     "augmentation": _in("auto", "item_drop", "word_drop", "both"),
     "mode": _in("transductive", "inductive"),
+    "test_graph": _in("auto", "train", "train+valid"),
 }
 
 

@@ -17,6 +17,7 @@ EXPECTED = {
                            "flex_note"]},
     "eval": {"main": ["items", "ours_users_per_s", "reference_users_per_s", "speedup", "ndcg@10_ours",
                       "ndcg@10_reference"]},
+    "graph": {"main": ["model", "batches_per_epoch", "s_per_batch", "epoch_s", "eval_s", "peak_gib", "params"]},
 }
 
 
@@ -54,6 +55,9 @@ def test_run_all_quick_writes_json_tables_and_plots(quick_run):
         assert png.stat().st_size > 5000
     assert json.loads((out / "summary.json").read_text())["failed"] == []
     assert "| speedup |" in (out / "tables.md").read_text()
+    graph = json.loads((out / "graph.json").read_text())["tables"]["main"]["rows"]
+    assert [r["model"] for r in graph] == ["lightgcn", "vbpr", "slmrec", "mmssl"]
+    assert all(r["epoch_s"] > 0 and r["params"] > 0 for r in graph)
 
 
 def test_references_agree_with_ours(quick_run):

@@ -1,5 +1,5 @@
 """Graph baselines end to end: every loss term gets a gradient, and on the embedded sample's
-target domains each model trains without NaN and is compared with popularity on test Recall@20."""
+target domains each model trains without NaN and beats popularity on test Recall@20."""
 from __future__ import annotations
 
 import numpy as np
@@ -114,13 +114,45 @@ def test_sample_targets_train_without_nan(sample_root, tmp_path, name, dataset):
 
     if name not in MODELS.available():
         pytest.skip(f"{name} is not implemented in this checkout")
+    # The sample configs as they are (the numbers in baselines/README.md): issue 10 asks each model
+    # to beat popularity on test Recall@20, on the same splits, evaluator and test-time graph.
     res = main(["--config", f"baselines/configs/{dataset}.yaml", "--data_root", str(sample_root), "--dataset", dataset,
-                "--model", name, "--output_dir", str(tmp_path), "--progress", "false", "--plot", "false", "--epochs", "12"])
+                "--model", name, "--output_dir", str(tmp_path), "--progress", "false", "--plot", "false"])
     for split in ("valid", "test"):
         assert all(np.isfinite(v) for v in res[split].values())
+        assert all(np.isfinite(v) for v in res["popularity"][split].values())
     assert all(np.isfinite(h["train_loss"]) for h in res["history"])
-    # Random ranking gives 20 / 500 = 0.04; the sample's next item is mostly sequential, so
-    # popularity is a strong floor: only LightGCN clears it here (baselines/README.md, measured).
+    assert res["test_graph"] == "train+valid"  # sequential leave-one-out: the valid item precedes the test item
+    # Random ranking gives 20 / 500 = 0.04; popularity is a strong floor on this sample.
     assert res["test"]["recall@20"] > 0.08
-    if name == "lightgcn":
-        assert res["test"]["recall@20"] > res["popularity"]["test"]["recall@20"]
+    assert res["test"]["recall@20"] > res["popularity"]["test"]["recall@20"], (res["test"], res["popularity"]["test"])
+
+
+def test_slmrec_logq_subtracts_the_log_share_of_each_item():
+    torch.manual_seed(0)
+    data = _data()
+    m = MODELS["slmrec"](data, {"logq": True, "mask_duplicates": False})
+    u, p = torch.tensor([0, 1, 2]), torch.tensor([3, 4, 5])
+    zu, zi = torch.randn(3, 64), torch.randn(3, 64)
+    cnt = torch.from_numpy(np.bincount(data.train_indices, minlength=data.n_items)).float() + 1
+    logits = torch.nn.functional.normalize(zu, dim=-1) @ torch.nn.functional.normalize(zi, dim=-1).T / m.cfg["temp"]
+    want = torch.nn.functional.cross_entropy(logits - torch.log(cnt / cnt.sum())[p][None, :], torch.arange(3))
+    assert torch.allclose(m.main_loss(zu, zi, u, p), want, atol=1e-5)
+    m.cfg["logq"] = False
+    assert torch.allclose(m.main_loss(zu, zi, u, p), torch.nn.functional.cross_entropy(logits, torch.arange(3)), atol=1e-5)
+
+
+def test_vbpr_regularisers_reach_their_parameters():
+    torch.manual_seed(0)
+    data = _data()
+    m = MODELS["vbpr"](data, {"reg": 0.0, "bias_reg": 0.0, "proj_reg": 0.0, "lr": 0.01, "batch_size": 64})
+    with torch.no_grad():
+        m.beta_i.fill_(1.0)
+    m.train_epoch(data, 1, torch.Generator().manual_seed(0), m.configure_optimizers())
+    free_proj, free_bias = m.proj.weight.norm().item(), m.beta_i.norm().item()
+    torch.manual_seed(0)
+    r = MODELS["vbpr"](data, {"reg": 0.0, "bias_reg": 100.0, "proj_reg": 1000.0, "lr": 0.01, "batch_size": 64})
+    with torch.no_grad():
+        r.beta_i.fill_(1.0)
+    r.train_epoch(data, 1, torch.Generator().manual_seed(0), r.configure_optimizers())
+    assert r.proj.weight.norm().item() < free_proj and r.beta_i.norm().item() < free_bias

@@ -42,6 +42,14 @@ class GraphModel(nn.Module):
     def embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
+    def set_graph(self, data: GraphData) -> None:
+        """Replace the observed user x item graph the model propagates over (same users, items
+        and parameters): the loop's test-time graph (``--test_graph train+valid``). Models whose
+        scores do not depend on the graph keep this no-op."""
+        if (data.n_users, data.n_items) != (self.n_users, self.n_items):
+            raise ValueError(f"set_graph: expected {self.n_users} users x {self.n_items} items, "
+                             f"got {data.n_users} x {data.n_items}")
+
     @property
     def device(self) -> torch.device:
         return next(iter(self.parameters()), torch.zeros(())).device

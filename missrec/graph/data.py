@@ -110,6 +110,20 @@ class GraphData:
         r = torch.sparse_coo_tensor(idx, torch.ones(len(u)), (self.n_users, self.n_items), check_invariants=False).coalesce()
         return r.to(device) if device is not None else r
 
+    def with_valid_observed(self) -> "GraphData":
+        """The same data with every user's validation items added to the training graph.
+
+        Used at test time under the sequential leave-one-out protocol, where the test item comes
+        after the validation item and the test-time history includes it: the models propagate
+        over (and the evaluator masks) train + valid, without retraining. ``info["graph"]`` says
+        which edges the graph holds."""
+        u, i = self.train_pairs()
+        vu = np.repeat(np.arange(self.n_users, dtype=np.int64), [len(v) for v in self.valid])
+        vi = np.concatenate(self.valid) if self.n_users else np.zeros(0, np.int64)
+        return GraphData.from_pairs(self.n_users, self.n_items, np.concatenate([u, vu]), np.concatenate([i, vi]),
+                                    self.valid, self.test, self.features, self.name,
+                                    {**self.info, "graph": "train+valid"})
+
     def split(self, name: str) -> list:
         if name not in ("valid", "test"):
             raise ValueError(f"split must be 'valid' or 'test', got {name!r}")

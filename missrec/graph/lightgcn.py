@@ -19,6 +19,10 @@ class LightGCN(GraphModel):
         self.embedding = nn.Parameter(torch.randn(self.n_users + self.n_items, c["embed_dim"]) * c["init_std"])
         self.register_buffer("adj", normalized_adjacency(data.train_csr_torch()), persistent=False)
 
+    def set_graph(self, data):
+        super().set_graph(data)
+        self.adj = normalized_adjacency(data.train_csr_torch()).to(self.embedding.device)
+
     def configure_optimizers(self):
         return [torch.optim.Adam(self.parameters(), lr=self.cfg["lr"])]
 

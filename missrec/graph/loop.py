@@ -60,7 +60,7 @@ def resolve_test_graph(choice: str, data: GraphData) -> str:
     return choice
 
 
-def test_view(data: GraphData, test_graph: str) -> GraphData:
+def observed_for_test(data: GraphData, test_graph: str) -> GraphData:
     """The data the test split is evaluated on (graph and mask) under ``test_graph``."""
     return data.with_valid_observed() if test_graph == "train+valid" else data
 
@@ -122,7 +122,7 @@ def fit(model, data: GraphData, args: FitArgs, name: str | None = None) -> dict:
     if best_state is not None:
         model.load_state_dict(best_state)
     valid = evaluate_data(model, data, "valid", ks, args.ndcg, args.eval_batch_size)
-    tdata = test_view(data, test_graph)
+    tdata = observed_for_test(data, test_graph)
     if tdata is not data:
         model.set_graph(tdata)
     test = evaluate_data(model, tdata, "test", ks, args.ndcg, args.eval_batch_size)

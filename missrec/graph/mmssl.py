@@ -245,12 +245,9 @@ class MMSSL(GraphModel):
         self.attention = ModalityAttention(d, int(cfg["heads"]), cfg["attention"])
         self.dropout = nn.Dropout(cfg["drop_rate"])
 
-        indptr = torch.as_tensor(np.asarray(data.train_indptr), dtype=torch.long)
-        indices = torch.as_tensor(np.asarray(data.train_indices), dtype=torch.long)
+        indptr, indices = self._observed(data)
         self.register_buffer("indptr", indptr, persistent=False)
         self.register_buffer("indices", indices, persistent=False)
-        rows = torch.repeat_interleave(torch.arange(self.n_users), indptr[1:] - indptr[:-1])
-        self._A = one_sided_graphs(rows, indices, self.n_users, self.n_items)
         self._graphs = {m: self._A for m in self.modalities}
         self._pairs: dict = {m: None for m in self.modalities}  # None: still the training graph
         self._buffer = {m: ([], []) for m in self.modalities}
@@ -268,6 +265,23 @@ class MMSSL(GraphModel):
                                            cfg["g_drop1"], cfg["g_drop2"], cfg["d_hidden_cap"])
 
     # ----------------------------------------------------------------------------------- graphs
+    def _observed(self, data) -> tuple[torch.Tensor, torch.Tensor]:
+        """CSR of the observed graph R, and ``self._A`` = its one-sided normalisations."""
+        indptr = torch.as_tensor(np.asarray(data.train_indptr), dtype=torch.long)
+        indices = torch.as_tensor(np.asarray(data.train_indices), dtype=torch.long)
+        rows = torch.repeat_interleave(torch.arange(self.n_users), indptr[1:] - indptr[:-1])
+        self._A = one_sided_graphs(rows, indices, self.n_users, self.n_items)
+        return indptr, indices
+
+    def set_graph(self, data) -> None:
+        """Propagate over (and mask) ``data``'s graph from now on. Modality graphs that are still R
+        follow it; regenerated ones are the model's own top-k predictions, kept as selected."""
+        super().set_graph(data)
+        dev = self.user_emb.weight.device
+        indptr, indices = self._observed(data)
+        self.indptr, self.indices = indptr.to(dev), indices.to(dev)
+        self._set_graphs(self._pairs)
+
     def _on(self, g: torch.Tensor) -> torch.Tensor:
         dev = self.user_emb.weight.device
         if g.device == dev:

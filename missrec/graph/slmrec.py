@@ -16,9 +16,23 @@ Fixes (BASELINES.md section 2, "Bugs"): a validation split (the loaders), embedd
 under no_grad for evaluation (not cached before the last step), FAC logits L2-normalised
 (``fac_normalize``; ``false`` = as published), in-batch repeats of a user or item not used as
 negatives (``mask_duplicates``), ``mean`` fusion works for any number of branches.
+
+Two switches beyond the published code (defaults: as published):
+
+* ``score``: ``dot`` (default) ranks by the raw ``z_u . z_i`` as the original's ``predict`` does;
+  ``cosine`` ranks by ``norm(z_u) . norm(z_i)``, the quantity the main loss trains. The norms
+  are not trained by any loss, but items that are batch positives more often get more updates
+  and larger norms, so ``dot`` ranks popular items up by accident (on the embedded sample
+  ``cosine`` alone is worse).
+* ``logq``: the in-batch softmax draws its negatives in proportion to item popularity (every
+  batch positive is another row's negative), so it learns ``log p(i|u) - log q(i)`` and ranks
+  popular items down. ``logq: true`` subtracts ``log q(i)`` (q = the item's share of the training
+  pairs) from every logit during training, the sampled-softmax correction of Yi et al. (RecSys
+  2019, "Sampling-bias-corrected neural modeling"), so the scores estimate ``log p(i|u)``.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -33,7 +47,8 @@ SSL_TASKS = ("FAC", "FD", "FM", "FD+FM", "none")
 class SLMRec(GraphModel):
     defaults = {"embed_dim": 64, "n_layers": 3, "lr": 0.01, "weight_decay": 1e-4, "batch_size": 2048, "temp": 0.2,
                 "ssl_task": "FAC", "ssl_temp": 0.2, "ssl_alpha": 0.1, "dropout": 0.3, "fusion": "concat",
-                "fac_normalize": True, "mask_duplicates": True, "normalize_features": True, "modalities": None}
+                "fac_normalize": True, "mask_duplicates": True, "normalize_features": True, "modalities": None,
+                "score": "dot", "logq": False}
 
     def __init__(self, data: GraphData, cfg: dict | None = None):
         super().__init__(data, cfg)
@@ -42,6 +57,8 @@ class SLMRec(GraphModel):
             raise ValueError(f"SLMRec: ssl_task must be one of {SSL_TASKS}, got {c['ssl_task']!r}")
         if c["fusion"] not in ("concat", "mean"):
             raise ValueError(f"SLMRec: fusion must be 'concat' or 'mean', got {c['fusion']!r}")
+        if c["score"] not in ("cosine", "dot"):
+            raise ValueError(f"SLMRec: score must be 'cosine' or 'dot', got {c['score']!r}")
         mods = list(c["modalities"] or data.features)
         missing = [m for m in mods if m not in data.features]
         if not mods or missing:
@@ -51,6 +68,9 @@ class SLMRec(GraphModel):
         for m in mods:
             self.register_buffer(f"feat_{m}", feature_buffer(data.features[m], c["normalize_features"]), persistent=False)
         self.register_buffer("adj", normalized_adjacency(data.train_csr_torch()), persistent=False)
+        cnt = torch.from_numpy(np.bincount(data.train_indices, minlength=data.n_items)).float()
+        # log of each item's share of the training pairs (+1: items never seen stay finite)
+        self.register_buffer("log_q", torch.log((cnt + 1) / (cnt + 1).sum()), persistent=False)
         self.user_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.n_users, d)))
         self.item_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.n_items, d)))
         self.dense = nn.ModuleDict({m: nn.Linear(data.features[m].shape[1], d) for m in mods})
@@ -65,6 +85,10 @@ class SLMRec(GraphModel):
             for lin in [*self.fac_chain, *self.fac_mod]:
                 nn.init.xavier_uniform_(lin.weight)
         self.drop = nn.Dropout(c["dropout"])
+
+    def set_graph(self, data):
+        super().set_graph(data)
+        self.adj = normalized_adjacency(data.train_csr_torch()).to(self.user_emb.device)
 
     def configure_optimizers(self):
         # Adam with coupled L2 weight decay, as the original.
@@ -96,6 +120,8 @@ class SLMRec(GraphModel):
     # ---------------------------------------------------------------------------------- losses
     def main_loss(self, zu: torch.Tensor, zi: torch.Tensor, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         logits = F.normalize(zu, dim=-1) @ F.normalize(zi, dim=-1).T / self.cfg["temp"]
+        if self.cfg["logq"]:
+            logits = logits - self.log_q[items][None, :]
         if self.cfg["mask_duplicates"]:
             # A repeated user's other positives, or another row's copy of the same item, are not negatives.
             dup = (users[:, None] == users[None, :]) | (items[:, None] == items[None, :])
@@ -155,4 +181,7 @@ class SLMRec(GraphModel):
 
     @torch.no_grad()
     def embeddings(self):
-        return self.fuse(self.towers(self.item_inputs()))
+        zu, zi = self.fuse(self.towers(self.item_inputs()))
+        if self.cfg["score"] == "cosine":
+            zu, zi = F.normalize(zu, dim=-1), F.normalize(zi, dim=-1)
+        return zu, zi

@@ -2,7 +2,10 @@
 
 score(u, i) = gamma_u . gamma_i + theta_u . (E f_i) + beta_i + beta' . f_i, where f_i is the
 concatenation of the item's (row-L2-normalised) modality features and E a learned projection;
-BPR loss with L2 regularisation. :meth:`VBPR.embeddings` folds the biases into an extra column
+BPR loss with L2 regularisation of the batch rows: ``reg`` on the latent factors (gamma_u,
+theta_u, gamma_i), ``bias_reg`` on beta_i (default: ``reg``) and ``proj_reg`` on E and beta'
+(the feature side the VBPR paper regularises too; 0 by default). ``weight_decay`` is Adam's
+coupled decay of every parameter. :meth:`VBPR.embeddings` folds the biases into an extra column
 (user side 1) so that the evaluator's dot product is the exact score.
 """
 from __future__ import annotations
@@ -16,7 +19,7 @@ from .data import GraphData
 
 class VBPR(GraphModel):
     defaults = {"embed_dim": 64, "visual_dim": 64, "lr": 1e-3, "reg": 1e-4, "batch_size": 2048, "init_std": 0.1, "weight_decay": 0.0,
-                "normalize_features": True, "modalities": None}
+                "bias_reg": None, "proj_reg": 0.0, "normalize_features": True, "modalities": None}
 
     def __init__(self, data: GraphData, cfg: dict | None = None):
         super().__init__(data, cfg)
@@ -56,8 +59,14 @@ class VBPR(GraphModel):
             u, p, q = u.to(self.device), p.to(self.device), q.to(self.device)
             ue, pe, qe = self._users(u), self._items(p), self._items(q)
             loss = bpr_loss((ue * pe).sum(-1), (ue * qe).sum(-1))
-            loss = loss + self.cfg["reg"] * l2_reg(self.gamma_u[u], self.theta_u[u], self.gamma_i[p], self.gamma_i[q],
-                                                   self.beta_i[p][:, None], self.beta_i[q][:, None])
+            c = self.cfg
+            bias_reg = c["reg"] if c["bias_reg"] is None else c["bias_reg"]
+            loss = loss + c["reg"] * l2_reg(self.gamma_u[u], self.theta_u[u], self.gamma_i[p], self.gamma_i[q])
+            if bias_reg:
+                loss = loss + bias_reg * l2_reg(self.beta_i[p][:, None], self.beta_i[q][:, None])
+            if c["proj_reg"]:
+                # once per batch, like the per-row terms' 1/batch scale
+                loss = loss + c["proj_reg"] * (self.proj.weight.pow(2).sum() + self.beta_f.pow(2).sum()) / (2 * len(u))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -16,7 +16,8 @@ per model name (``slmrec: {lr: 0.001}``; it wins over model_cfg). ``--model_opts
 overrides single model hyper-parameters from the command line.
 
 Model selection uses the validation split only; test is evaluated once, at the best validation
-epoch. Writes results.json, results.md and curves.png to --output_dir (results.json also holds
+epoch, over the graph --test_graph names (auto: train+valid for the atomic and slmrec layouts,
+train for mmssl; see baselines/README.md). Writes results.json, results.md and curves.png to --output_dir (results.json also holds
 the popularity baseline on the same splits).
 """
 from __future__ import annotations
@@ -106,7 +107,7 @@ def main(argv=None):
     from ..args import parse
     from ..graph import MODELS
     from ..graph.evaluate import evaluate_multi
-    from ..graph.loop import FitArgs, fit
+    from ..graph.loop import FitArgs, fit, resolve_test_graph, observed_for_test
 
     argv = list(sys.argv[1:] if argv is None else argv)
     pre = argparse.ArgumentParser(add_help=False)
@@ -134,8 +135,12 @@ def main(argv=None):
     # The popularity floor, on the same splits and evaluator.
     pu, pi = popularity(data)
     mask = (data.train_indptr, data.train_indices)
-    pop = {s: evaluate_multi(pu, pi, np.arange(data.n_users), data.split(s), mask, fargs.ks_tuple, fargs.ndcg)
-           for s in ("valid", "test")}
+    # Test on the same observed graph as the models (--test_graph): counts and mask include it.
+    tdata = observed_for_test(data, resolve_test_graph(fargs.test_graph, data))
+    tu, ti = popularity(tdata)
+    pop = {"valid": evaluate_multi(pu, pi, np.arange(data.n_users), data.valid, mask, fargs.ks_tuple, fargs.ndcg),
+           "test": evaluate_multi(tu, ti, np.arange(data.n_users), data.test, (tdata.train_indptr, tdata.train_indices),
+                                  fargs.ks_tuple, fargs.ndcg)}
     fargs_out = fargs.output_dir
     fargs.output_dir = ""  # write once, below, with the extra fields
     results = fit(model, data, fargs, name=dargs.model)
