@@ -104,7 +104,7 @@ def run_one(a) -> dict:
             "params": int(sum(p.numel() for p in model.parameters()))}
 
 
-# MMSSL's discriminator reads B x I dense score rows and has ~I^2/4 + I^2/32 weights (BASELINES.md
+# MMSSL's discriminator reads B x I dense score rows and has ~I^2/4 + I^2/32 weights (docs/BASELINES.md
 # section 1, bug 6): at Sports size that is ~86 GFLOP per discriminator pass, ~100 s a batch on a
 # shared CPU core. The bounded row keeps the I_max most popular items as its input columns and
 # caps the hidden widths (missrec/graph/mmssl.py, "Memory bound"); every other cost is unchanged.

@@ -1,4 +1,4 @@
-"""MMSSL: the executed variant's degenerate behaviours (BASELINES.md section 1), the paper
+"""MMSSL: the executed variant's degenerate behaviours (docs/BASELINES.md section 1), the paper
 variant's fixes, the gradient of every loss term, and learning on the embedded sample."""
 import numpy as np
 import pytest

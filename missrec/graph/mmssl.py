@@ -1,7 +1,7 @@
 """MMSSL (Wei et al., WWW 2023), as its code runs (``variant: executed``) and as its paper intends
 (``variant: paper``), for any number of item modalities.
 
-The reference for every behaviour below is ``BASELINES.md`` section 1 of the project notes (the
+The reference for every behaviour below is ``docs/BASELINES.md`` section 1 (the
 original ``main.py``/``Models.py`` read line by line). One forward pass (``_forward``):
 
 * ``H_m = Dropout(Linear_m(F_m))``; ``U_m = A_ui H_m``, ``I_m = A_iu U_m`` with the one-sided
@@ -25,7 +25,7 @@ regeneration from the top-k items of ``S_m``.
 * discriminator ``LeakyReLU(True)`` = slope 1 (a linear network up to BatchNorm), BatchNorm under
   the gradient penalty;
 * real sample ``softmax(R[B] + (log_log_scale / real_data_tau) * Gumbel)``: the original's operator
-  precedence divides only the noise by the temperature (BASELINES.md writes the intended
+  precedence divides only the noise by the temperature (docs/BASELINES.md writes the intended
   ``(R + noise) / tau``; the code does not);
 * graph regeneration every batch: buffer the top-k pairs, and on every ``T``-th batch rebuild the
   graphs from the buffer only (so with ``T = 1`` they are empty from the third batch on and the

@@ -1,4 +1,4 @@
-"""SLMRec (Tao et al., IEEE TMM 2022), as ../shared/BASELINES.md section 2 describes its code,
+"""SLMRec (Tao et al., IEEE TMM 2022), as docs/BASELINES.md section 2 describes its code,
 with any number of modalities and the listed fixes.
 
 * One LightGCN tower per branch: ``id`` (user table E_u, item table E_i) and one per modality m
@@ -12,7 +12,7 @@ with any number of modalities and the listed fixes.
   ``FM`` two views each zeroing one branch's item-side input (two distinct branches per batch);
   ``FD+FM`` FM with the per-layer dropout. FD/FM: user InfoNCE + item InfoNCE between the views.
 
-Fixes (BASELINES.md section 2, "Bugs"): a validation split (the loaders), embeddings recomputed
+Fixes (docs/BASELINES.md section 2, "Bugs"): a validation split (the loaders), embeddings recomputed
 under no_grad for evaluation (not cached before the last step), FAC logits L2-normalised
 (``fac_normalize``; ``false`` = as published), in-batch repeats of a user or item not used as
 negatives (``mask_duplicates``), ``mean`` fusion works for any number of branches.
