@@ -25,6 +25,9 @@ empty response is removed with an error). Several processes of one run (every ra
 
 Transductive original checkpoints need ``dataset`` (the dataset folder they were trained on) to
 put their item-ID rows in our order; see :func:`missrec.pth.convert_original`.
+
+Over 500 lines on purpose: the registry, URL and Hub downloads, .pth caching and the error
+messages for each are one resolution path, read top to bottom; splitting it would scatter it.
 """
 from __future__ import annotations
 

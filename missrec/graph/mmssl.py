@@ -50,6 +50,9 @@ keeps meaning one item). ``S``, ``r`` and the mask are B x ``len(cols)``; hidden
 ``min(cols/4, d_hidden_cap)`` and ``min(cols/8, d_hidden_cap/2)`` (cap off by default). Top-k for
 graph regeneration runs over all items in column chunks of ``score_chunk``. Nothing of size
 users x items is ever dense.
+
+Over 500 lines on purpose: both variants share one forward pass and one training step, and each
+defect of the original is a switch beside the code it changes, so they stay in one file.
 """
 from __future__ import annotations
 
