@@ -43,6 +43,14 @@ def resolve_checkpoint(name_or_path: str | Path, dataset: str | Path | None = No
     return Path(hub.resolve(str(name_or_path), dataset=dataset))
 
 
+def _model_type(folder: Path) -> str:
+    import json
+    try:
+        return json.loads((folder / "config.json").read_text(encoding="utf-8")).get("model_type", "missrec")
+    except (OSError, ValueError, AttributeError):
+        return "missrec"  # MISSRecConfig.load reports what is wrong with the file
+
+
 def load_model(name_or_path: str | Path, dataset: str | Path | None = None, **overrides):
     """Build a MISSRec from a checkpoint; ``overrides`` change config fields (e.g. use_id, n_items).
 
@@ -51,6 +59,9 @@ def load_model(name_or_path: str | Path, dataset: str | Path | None = None, **ov
     """
     from .model import MISSRec
     folder = resolve_checkpoint(name_or_path, dataset)
+    if _model_type(folder) == "sasrec":
+        from .sasrec import load_sasrec
+        return load_sasrec(folder, **overrides)
     cfg = MISSRecConfig.load(folder / "config.json")
     d = cfg.to_dict()
     d.update(overrides)
