@@ -161,9 +161,11 @@ def main(argv=None):
                "metric": fargs.metric, "valid": task.evaluate("valid", acc), "test": task.evaluate("test", acc),
                "best_epoch": state.best_epoch, "epochs_run": state.epoch, "trainable_params": trainable,
                "total_params": total, "history": state.history, "num_processes": acc.num_processes,
-               "throughput": trainer.throughput}
+               "throughput": trainer.throughput, "features": (ds.meta or {}).get("encoder")}
     if acc.is_main_process:
         write_reports(out, results, state.history, fargs.plot)
+        from missrec.modelcard import write_model_card
+        write_model_card(out / "best", results)  # the model card, now with the test metrics
         t = results["test"]
         acc.print("test: " + ", ".join(f"{k} {v:.4f}" for k, v in t.items()) + f"  (best epoch {state.best_epoch}); "
                   f"results in {out / 'results.json'}")

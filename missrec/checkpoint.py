@@ -22,6 +22,8 @@ def write_model_files(folder: str | Path, model, items=None) -> None:
     save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
     if items is not None:
         save_file(items.interest_state(), str(folder / "interest.safetensors"))
+    from .modelcard import write_model_card
+    write_model_card(folder)  # README.md: the Hub's model card
 
 
 def save_model(path: str | Path, model, items=None) -> None:
