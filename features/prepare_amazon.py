@@ -454,6 +454,9 @@ def build_parser() -> argparse.ArgumentParser:
     mode = p.add_mutually_exclusive_group(required=True)
     mode.add_argument("--category", help="build one dataset from this category (file name, e.g. Industrial_and_Scientific)")
     mode.add_argument("--corpus", metavar="NAME", help="build a multi-domain pretraining corpus <out_root>/NAME/")
+    mode.add_argument("--hub", metavar="CATEGORY",
+                      help="like --category, for the 2023 release fetched from the Hub dataset McAuley-Lab/Amazon-Reviews-2023 "
+                           "into <raw_dir>/raw/ (resumed if interrupted, reused when present), e.g. --hub All_Beauty")
     p.add_argument("--name", help="dataset name for --category (default: its short name, e.g. Scientific)")
     p.add_argument("--categories", nargs="+", metavar="CAT[=SHORT]", default=list(DEFAULT_CORPUS),
                    help="corpus domains in order, as dump names with optional short domain names "
@@ -474,6 +477,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     t0 = time.time()
     try:
+        if args.hub:
+            from missrec.features.amazon_hub import fetch_category
+            args.category, args.release = args.hub, "2023"
+            args.reviews, args.meta = fetch_category(args.hub, args.raw_dir)
         if args.category:
             if bool(args.reviews) != bool(args.meta):
                 raise DataFormatError("--reviews and --meta go together")
