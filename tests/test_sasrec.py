@@ -84,3 +84,22 @@ def test_sasrec_refuses_pretrained(tmp_path):
     _successor_dataset(tmp_path)
     with pytest.raises(SystemExit, match="sasrec trains from scratch"):
         finetune(["--data_root", str(tmp_path), "--dataset", "walk", "--model", "sasrec", "--pretrained", "x/y"])
+
+
+def test_table_prints_sasrec_beside_missrec_and_popularity(tmp_path, capsys):
+    from finetune.table import main as table
+    from tests._tiny import make_domain
+
+    make_domain(tmp_path, "tiny")
+    rows = table(["--data_root", str(tmp_path), "--dataset", "tiny", "--settings", "noid-scratch,sasrec",
+                  "--epochs", "1", "--hidden_size", "32", "--n_heads", "2", "--inner_size", "32",
+                  "--output_dir", str(tmp_path / "out"), "--progress", "false", "--plot", "false"])
+    assert [r["setting"] for r in rows] == ["noid-scratch", "sasrec"]
+    lines = (tmp_path / "out" / "table.md").read_text().splitlines()
+    assert lines[0].endswith("| time |")
+    assert lines[2].startswith("| tiny | ✗ | ✗ | ") and lines[3].startswith("| tiny | SASRec (ID only) | ✗ | ")
+    assert lines[4].startswith("| tiny | popularity | — | ") and len(lines) == 5
+    for line, r in zip(lines[2:4], rows):
+        assert f"| {r['test']['recall@10']:.4f} | {r['test']['ndcg@10']:.4f} |" in line and line.endswith(" s |")
+    with pytest.raises(SystemExit, match="need --pretrained"):
+        table(["--data_root", str(tmp_path), "--dataset", "tiny", "--settings", "id-pt"])
