@@ -24,20 +24,25 @@ class Recommender:
                  interest_ratio: float = 0.5, seed: int = 0):
         folder = resolve_checkpoint(checkpoint)
         self.model = load_model(folder).eval()
-        self.ds = load_dataset(data_root, dataset, splits=(), max_len=self.model.config.max_seq_length,
-                               check_finite=False)
         c = self.model.config
-        if c.use_id and c.n_items != self.ds.n_items:
+        sasrec = c.model_type == "sasrec"  # ID-only: needs no item features
+        self.ds = load_dataset(data_root, dataset, splits=(), max_len=c.max_seq_length, check_finite=False,
+                               require_features=() if sasrec else ("text",))
+        if (sasrec or c.use_id) and c.n_items != self.ds.n_items:
             raise ValueError(f"{folder}: its item-ID table has {c.n_items} items, {self.ds.folder} has {self.ds.n_items}")
         dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model.to(dev)
-        self.items = ItemTable.from_dataset(self.ds, c.hidden_size, device=dev)
-        interest = folder / "interest.safetensors"
-        if interest.is_file() and _covers(interest, self.ds.n_items):
-            self.items.load_interest(interest)
+        if sasrec:
+            from .sasrec import id_only_items
+            self.items = id_only_items(self.ds.n_items, dev)
         else:
-            # A pretrained-only checkpoint carries the corpus' clusters: discover this catalogue's.
-            self.items.discover_interests(self.model, interest_ratio, seed=seed)
+            self.items = ItemTable.from_dataset(self.ds, c.hidden_size, device=dev, image_dim=c.image_dim)
+            interest = folder / "interest.safetensors"
+            if interest.is_file() and _covers(interest, self.ds.n_items):
+                self.items.load_interest(interest)
+            else:
+                # A pretrained-only checkpoint carries the corpus' clusters: discover this catalogue's.
+                self.items.discover_interests(self.model, interest_ratio, seed=seed)
         self.index = {r: i + 1 for i, r in enumerate(self.ds.item_ids)}
         self.scorer = MISSRecScorer(self.model, self.items)
 

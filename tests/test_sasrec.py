@@ -76,6 +76,10 @@ def test_trains_with_the_shared_loop_beats_popularity_and_reloads(tmp_path):
     assert isinstance(model, SASRec)
     again = evaluate(MISSRecScorer(model, id_only_items(ds.n_items)), ds.splits["test"], ds.n_items, progress=False)
     assert again == pytest.approx(res["test"], abs=1e-6)
+    # missrec-recommend serves it too (the walk goes on: after m3 m4 comes m5).
+    from missrec.recommend import Recommender
+    rec = Recommender(str(out / "best"), str(tmp_path), "walk", device="cpu")
+    assert rec.recommend(["m3", "m4"], k=1)[0][0] == "m5"
 
 
 def test_sasrec_refuses_pretrained(tmp_path):
