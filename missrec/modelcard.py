@@ -86,14 +86,13 @@ def model_card(config: dict, results: dict | None = None) -> str:
     if kind == "sasrec":
         lines += ["# SASRec (ID-only baseline)", "",
                   "Self-attentive sequential recommender over item IDs, trained with full-softmax "
-                  "cross-entropy by the [MISSRec, rebuilt](https://github.com/) training loop."]
+                  "cross-entropy by the MISSRec (rebuilt) training loop, as the ID-only baseline of its tables."]
     else:
         mode = "transductive (item IDs + modalities)" if config.get("use_id") else "inductive (modalities only)"
         lines += ["# MISSRec", "",
                   "Multi-modal interest-aware sequential recommender (MISSRec, ACM MM 2023), "
                   f"{mode}; text features of dim {config.get('text_dim')}, image features of dim {config.get('image_dim')}."]
-    lines += ["", "## Use", "", "```bash",
-              "pip install missrec",
+    lines += ["", "## Use", "", "With the `missrec` package installed (`pip install .` in its checkout):", "", "```bash",
               "missrec-finetune --pretrained OWNER/THIS_REPO --data_root DATA --dataset NAME   # transfer / continue",
               "missrec-recommend OWNER/THIS_REPO --data_root DATA --dataset NAME --history ID1 ID2 --k 10",
               "```", "", "Files: `config.json`, `model.safetensors`"
