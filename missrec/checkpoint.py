@@ -1,4 +1,5 @@
-"""Our checkpoint folder: ``config.json`` + ``model.safetensors`` (+ ``interest.safetensors``).
+"""Our checkpoint folder: ``config.json`` + ``model.safetensors`` (+ ``interest.safetensors``)
+and ``README.md``, the model card the Hugging Face Hub shows (missrec/modelcard.py).
 
 The one place that knows this layout: the detector (:func:`is_checkpoint_folder`), the writer
 (:func:`write_files` into a folder being built, :func:`save_checkpoint` for a whole folder,
@@ -11,6 +12,7 @@ in the same folder (missrec/trainer.py).
 """
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -44,6 +46,8 @@ def write_files(folder: str | os.PathLike, config: dict, weights: dict[str, torc
         save_file({k: v.detach().contiguous().cpu() for k, v in interest.items()}, str(folder / INTEREST),
                   metadata={"format": "pt"})
     atomic_write_json(folder / CONFIG, config)
+    from .modelcard import write_model_card
+    write_model_card(folder)  # every checkpoint is Hub-ready; finetuning refreshes it with test metrics
 
 
 def save_checkpoint(path: str | os.PathLike, config: dict, weights: dict[str, torch.Tensor],
@@ -79,6 +83,15 @@ def save_model(path: str | os.PathLike, model, items=None) -> Path:
 
 def read_config(folder: str | os.PathLike) -> MISSRecConfig:
     return MISSRecConfig.load(Path(folder) / CONFIG)
+
+
+def read_model_type(folder: str | os.PathLike) -> str:
+    """``model_type`` of a checkpoint's config.json ("missrec" when absent); the loaders report a bad file."""
+    try:
+        d = json.loads((Path(folder) / CONFIG).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "missrec"
+    return d.get("model_type", "missrec") if isinstance(d, dict) else "missrec"
 
 
 def read_weights(folder: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -125,14 +138,21 @@ def other_catalogue(folder: Path, cfg: MISSRecConfig, have: tuple, want: tuple, 
 def check_resumable(folder: str | Path, model) -> None:
     """Refuse to resume ``folder`` into a model of another shape, naming the differing options."""
     folder = Path(folder)
-    saved = read_config(folder)
     now = getattr(model, "module", model).config
-    diff = [f for f in SHAPE_FIELDS if getattr(saved, f) != getattr(now, f)]
+    kind, was = getattr(now, "model_type", "missrec"), read_model_type(folder)
+    if was != kind:
+        raise UserError(folder, f"holds a {was} model, this run trains {kind}: use another --output_dir")
+    if kind == "missrec":
+        saved = read_config(folder)
+    else:  # e.g. SASRec (missrec/sasrec.py): its own config class
+        with reading(folder / CONFIG, "config.json", fix="use another --output_dir"):
+            saved = type(now).from_dict(json.loads((folder / CONFIG).read_text(encoding="utf-8")))
+    diff = [f for f in SHAPE_FIELDS if hasattr(now, f) and getattr(saved, f, None) != getattr(now, f)]
     if diff:
         parts = ", ".join(f"--{f} {getattr(saved, f)} (this run: {getattr(now, f)})" for f in diff)
         raise UserError(folder, f"was trained with {parts}: resume with the same options, or use another "
                                 "--output_dir to start a new run")
-    if saved.use_id and saved.catalogue and now.catalogue and saved.catalogue != now.catalogue:
+    if getattr(saved, "use_id", False) and saved.catalogue and now.catalogue and saved.catalogue != now.catalogue:
         raise UserError(folder, f"was trained on {describe_catalogue(saved.catalogue)}, this run's data is "
                                 f"{describe_catalogue(now.catalogue)}: resume with the same dataset, or use "
                                 "another --output_dir")

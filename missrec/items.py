@@ -32,10 +32,17 @@ class ItemTable:
         self.catalogue: dict = {}  # AtomicDataset.catalogue() of the dataset the rows come from
 
     @classmethod
-    def from_dataset(cls, ds, hidden_size: int = 300, device=None) -> "ItemTable":
-        """From a loaded AtomicDataset (memory-mapped features are copied once, here)."""
+    def from_dataset(cls, ds, hidden_size: int = 300, device=None, image_dim: int | None = None) -> "ItemTable":
+        """From a loaded AtomicDataset (memory-mapped features are copied once, here).
+
+        Without image features (text-only catalogues) the image table is all zero rows of
+        ``image_dim`` (default: the text dim), as for items without an image.
+        """
         aug = ds.features.get("text_aug")
-        t = cls(_with_pad_row(ds.features["text"]), _with_pad_row(ds.features["image"]),
+        image = ds.features.get("image")
+        if image is None:
+            image = np.zeros((ds.features["text"].shape[0], image_dim or ds.features["text"].shape[1]), np.float32)
+        t = cls(_with_pad_row(ds.features["text"]), _with_pad_row(image),
                 None if aug is None else _with_pad_row(aug), hidden_size)
         if hasattr(ds, "catalogue"):
             t.catalogue = ds.catalogue()

@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import packed
-from .checkpoint import WEIGHTS, catalogue_of, other_catalogue, read_config, read_weights, save_model
+from .checkpoint import (WEIGHTS, catalogue_of, other_catalogue, read_config, read_model_type, read_weights,
+                         save_model)
 from .config import MISSRecConfig
 from .hub import resolve
 from .interest import interest_tokens, interest_tokens_packed
@@ -275,6 +276,19 @@ class MISSRec(nn.Module):
             raise ValueError(f"{wpath}: missing weights {missing[:8]}")
         model.load_state_dict(state, strict=False)
         return model
+
+
+def load_model(name_or_path: str | Path, dataset: str | Path | None = None, **overrides) -> nn.Module:
+    """Any checkpoint we write, by its config's ``model_type``: MISSRec, or the SASRec baseline.
+
+    The one place that dispatches on the model type (finetuning's best model, recommend);
+    ``--pretrained`` transfer is MISSRec only and calls :meth:`MISSRec.from_pretrained` itself.
+    """
+    folder = resolve(name_or_path, dataset=dataset)
+    if read_model_type(folder) == "sasrec":
+        from .sasrec import load_sasrec
+        return load_sasrec(folder, **overrides)
+    return MISSRec.from_pretrained(folder, dataset=dataset, **overrides)
 
 
 def _adopt_id_table(model: MISSRec, folder: Path, state: dict, dataset) -> None:

@@ -8,6 +8,7 @@ outputs/finetune-sample_a/id-pt/best, or anything finetune/run.py's --pretrained
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import torch
@@ -18,35 +19,42 @@ from .data.atomic import load_dataset
 from .errors import OptionError, UserError
 from .hub import resolve
 from .items import ItemTable
-from .model import MISSRec, MISSRecScorer
+from .model import MISSRecScorer, load_model
 
 
 class Recommender:
     def __init__(self, checkpoint: str, data_root: str, dataset: str, device: str | None = None,
                  interest_ratio: float = 0.5, seed: int = 0):
         folder = self.folder = resolve(checkpoint)
-        self.model = MISSRec.from_pretrained(folder).eval()
-        # Features are checked finite: one NaN row would rank first, or poison every score.
-        self.ds = load_dataset(data_root, dataset, splits=(), max_len=self.model.config.max_seq_length)
+        self.model = load_model(folder).eval()
         c = self.model.config
-        if c.use_id:
+        sasrec = c.model_type == "sasrec"  # ID-only: needs no item features
+        # Features are checked finite: one NaN row would rank first, or poison every score.
+        self.ds = load_dataset(data_root, dataset, splits=(), max_len=c.max_seq_length,
+                               require_features=() if sasrec else ("text",))
+        if sasrec or c.use_id:
             self._check_catalogue(folder)
         dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model.to(dev)
-        self.items = ItemTable.from_dataset(self.ds, c.hidden_size, device=dev)
-        interest = folder / "interest.safetensors"
-        if interest.is_file() and _covers(interest, self.ds.n_items):
-            self.items.load_interest(interest)
+        if sasrec:
+            from .sasrec import id_only_items
+            self.items = id_only_items(self.ds.n_items, dev)
         else:
-            # A pretrained-only checkpoint carries the corpus' clusters: discover this catalogue's.
-            self.items.discover_interests(self.model, interest_ratio, seed=seed)
+            # A text-only catalogue gets zero image rows of the checkpoint's image dim.
+            self.items = ItemTable.from_dataset(self.ds, c.hidden_size, device=dev, image_dim=c.image_dim)
+            interest = folder / "interest.safetensors"
+            if interest.is_file() and _covers(interest, self.ds.n_items):
+                self.items.load_interest(interest)
+            else:
+                # A pretrained-only checkpoint carries the corpus' clusters: discover this catalogue's.
+                self.items.discover_interests(self.model, interest_ratio, seed=seed)
         self.index = {r: i + 1 for i, r in enumerate(self.ds.item_ids)}
         self.scorer = MISSRecScorer(self.model, self.items)
 
     def _check_catalogue(self, folder: Path) -> None:
         """An ID table scores rows by position: on another item list its recommendations are wrong."""
         c, here = self.model.config, self.ds.catalogue()
-        was = c.catalogue or {}
+        was = getattr(c, "catalogue", None) or {}
         if c.n_items != here["n_items"] or (was and was.get("items_sha256") != here["items_sha256"]):
             trained = describe_catalogue(was) if was else f"{c.n_items} items"
             raise UserError(folder, f"its item-ID table was trained on {trained}, but {self.ds.folder} is "

@@ -78,7 +78,7 @@ class FinetuneTask(_Task):
         super().__init__("finetune", model, items, splits["train"], args, args.seed)
         self.splits = {k: v.truncated(model.config.max_seq_length) for k, v in splits.items()}
         self.fargs = fargs
-        if model.config.use_id and items.catalogue:
+        if getattr(model.config, "use_id", False) and items.catalogue:  # SASRec's config has no use_id
             model.config.catalogue = items.catalogue  # checkpoints record whose items the ID table holds
         self.objective = FinetuneObjective(model, gamma_reg=args.gamma_reg)
 

@@ -541,7 +541,7 @@ def _mains():
     ("convert", ["a.pth", "out", "--overwr"], ["--overwr: unknown option", "--overwrite?"]),
     ("download", ["x", "--sha", "0"], ["--sha: unknown option", "--sha256?"]),
     ("table", ["--pretrained", "none", "--sett", "id-pt"], ["--sett: unknown option"]),
-    ("table", [], ["--pretrained"]),
+    ("table", ["--settings", "id-pt"], ["--pretrained", "need --pretrained CHECKPOINT"]),  # --pretrained is optional now
     ("finetune", ["--epoch", "1"], ["--epoch: unknown option", "--epochs?"]),
     ("recommend", ["ck", "--data_root", "r", "--dataset", "d", "--history", "a", "--exclude"],
      ["--exclude: unknown option", "--exclude_history?"]),

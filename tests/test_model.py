@@ -125,7 +125,8 @@ def test_padding_columns_do_not_change_the_user_vector():
 def test_save_load_roundtrip(tmp_path):
     model, items = _setup(use_id=True)
     save_model(tmp_path / "ckpt", model, items)
-    assert {p.name for p in (tmp_path / "ckpt").iterdir()} == {"config.json", "model.safetensors", "interest.safetensors"}
+    assert {p.name for p in (tmp_path / "ckpt").iterdir()} == {"config.json", "model.safetensors", "interest.safetensors",
+                                                         "README.md"}
     back = MISSRec.from_pretrained(tmp_path / "ckpt")
     for k, v in model.state_dict().items():
         assert torch.equal(v, back.state_dict()[k])

@@ -451,6 +451,9 @@ def build_parser() -> argparse.ArgumentParser:
     mode = p.add_mutually_exclusive_group(required=True)
     mode.add_argument("--category", help="build one dataset from this category (file name, e.g. Industrial_and_Scientific)")
     mode.add_argument("--corpus", metavar="NAME", help="build a multi-domain pretraining corpus <out_root>/NAME/")
+    mode.add_argument("--hub", metavar="CATEGORY",
+                      help="like --category, for the 2023 release fetched from the Hub dataset McAuley-Lab/Amazon-Reviews-2023 "
+                           "into <raw_dir>/raw/ (resumed if interrupted, reused when present), e.g. --hub All_Beauty")
     p.add_argument("--name", help="dataset name for --category (default: its short name, e.g. Scientific)")
     p.add_argument("--categories", nargs="+", metavar="CAT[=SHORT]", default=list(DEFAULT_CORPUS),
                    help="corpus domains in order, as dump names with optional short domain names "
@@ -475,6 +478,10 @@ def _main(argv: Sequence[str]) -> int:
         raise cli.OptionError("--kcore", "must be at least 3 (leave-one-out needs a train, a valid and a test item "
                                          f"per user), got {args.kcore}")
     t0 = time.time()
+    if args.hub:
+        from .amazon_hub import fetch_category
+        args.category, args.release = args.hub, "2023"
+        args.reviews, args.meta = fetch_category(args.hub, args.raw_dir)
     if args.category:
         if bool(args.reviews) != bool(args.meta):
             raise DataFormatError("--reviews and --meta go together")

@@ -90,7 +90,9 @@ def load_catalogues(folder: Path, images: Path | None, modalities: Sequence[str]
     image_root = None
     if "image" in modalities:
         image_root = Path(images) if images else folder / "images"
-        if not image_root.is_dir():
+        if not images and not image_root.is_dir() and (read_meta(folder / f"{name}.meta.json") or {}).get("images") is False:
+            image_root = None  # a catalogue without images (e.g. MovieLens): zero rows, counted as missing
+        elif not image_root.is_dir():
             raise DataFormatError(f"{image_root}: image folder not found (fetch images with missrec-fetch-images, "
                                   "pass --images DIR, or use --modalities text)")
     pt = folder / f"{name}.pt_datasets"

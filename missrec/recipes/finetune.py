@@ -35,6 +35,7 @@ class FinetuneArgs:
     ks: str = field(default="10,20,50", metadata={"help": "Cut-offs K for Recall@K / NDCG@K (comma separated)."})
     mask_history: bool = field(default=False, metadata={"help": "Exclude each user's history items from the ranking (the paper does not)."})
     plot: bool = field(default=True, metadata={"help": "Write curves.png (train loss and validation metric per epoch)."})
+    model: str = field(default="missrec", metadata={"help": "missrec, or sasrec: the ID-only SASRec baseline (hidden 64, 2 layers, 2 heads, dropout 0.5; only max_seq_length of the model options applies)."})
 
     @property
     def ks_tuple(self):
@@ -46,16 +47,23 @@ def build_model(margs, fargs, ds, n_items):
     from missrec.errors import UserError
     from missrec.model import MISSRec
 
+    if fargs.model == "sasrec":
+        from missrec.sasrec import SASRec, SASRecConfig
+        if fargs.pretrained.lower() != "none":
+            raise UserError("--pretrained", "--model sasrec trains from scratch; drop --pretrained")
+        return SASRec(SASRecConfig(n_items=n_items, max_seq_length=margs.max_seq_length))
     use_id = fargs.mode == "transductive"
-    tdim, idim = ds.features["text"].shape[1], ds.features["image"].shape[1]
+    tdim = ds.features["text"].shape[1]
+    # No image features (a text-only catalogue): zero rows, as for any item without an image.
+    idim = ds.features["image"].shape[1] if "image" in ds.features else None
     if fargs.pretrained.lower() != "none":
         model = MISSRec.from_pretrained(fargs.pretrained, dataset=ds.folder, use_id=use_id, n_items=n_items if use_id else 0)
         c = model.config
-        if (c.text_dim, c.image_dim) != (tdim, idim):
+        if (c.text_dim, c.image_dim) != (tdim, idim or c.image_dim):
             raise UserError(fargs.pretrained, f"expects text/image features of dims {c.text_dim}/{c.image_dim}, "
                                               f"but {ds.folder} has {tdim}/{idim} (extract them with the same CLIP model)")
         return model
-    cfg = MISSRecConfig(**asdict(margs), text_dim=tdim, image_dim=idim, use_id=use_id, n_items=n_items if use_id else 0)
+    cfg = MISSRecConfig(**asdict(margs), text_dim=tdim, image_dim=idim or tdim, use_id=use_id, n_items=n_items if use_id else 0)
     return MISSRec(cfg)
 
 
@@ -99,12 +107,15 @@ def main(argv=None):
     from missrec.args import ModelArgs, TrainArgs, parse
     from missrec.data.atomic import load_dataset
     from missrec.items import ItemTable
-    from missrec.model import MISSRec
+    from missrec.errors import OptionError
+    from missrec.model import load_model
     from missrec.tasks import FinetuneTask
     from missrec.trainer import EarlyStopping, Trainer, make_accelerator
 
     margs, targs, fargs = parse((ModelArgs, TrainArgs, FinetuneArgs), argv, description=__doc__,
                                 defaults=FINETUNE_DEFAULTS)
+    if fargs.model not in ("missrec", "sasrec"):
+        raise OptionError("--model", f"must be missrec or sasrec, got {fargs.model!r}")
     if fargs.peft is None:
         fargs.peft = fargs.pretrained.lower() != "none"
     acc = make_accelerator(targs)
@@ -113,7 +124,8 @@ def main(argv=None):
         with acc.main_process_first():
             fargs.data_root = str(ensure_sample())
     with acc.main_process_first():
-        ds = load_dataset(fargs.data_root, fargs.dataset, max_len=margs.max_seq_length)
+        ds = load_dataset(fargs.data_root, fargs.dataset, max_len=margs.max_seq_length,
+                          require_features=() if fargs.model == "sasrec" else ("text",))
     n_items = ds.n_items
     from accelerate.utils import set_seed
     set_seed(targs.seed)  # fresh weights (a new model, or a new ID table) depend on the seed only
@@ -123,23 +135,32 @@ def main(argv=None):
     acc.print(f"{fargs.dataset}: {n_items} items, {len(ds.splits['train'])} train / {len(ds.splits['valid'])} valid / "
               f"{len(ds.splits['test'])} test rows; mode {fargs.mode}, pretrained {fargs.pretrained}, "
               f"peft {fargs.peft}: {trainable:,} trainable of {total:,} parameters")
-    items = ItemTable.from_dataset(ds, model.config.hidden_size, device=acc.device)
+    if fargs.model == "sasrec":
+        from missrec.sasrec import SASRecTask, id_only_items
+        items, task_cls = id_only_items(n_items, acc.device), SASRecTask
+    else:
+        if "image" not in ds.features:
+            acc.print(f"{fargs.dataset}: no image features ({fargs.dataset}.feat3CLS absent): zero rows for all {n_items} items")
+        items = ItemTable.from_dataset(ds, model.config.hidden_size, device=acc.device, image_dim=model.config.image_dim)
+        task_cls = FinetuneTask
     out = Path(targs.output_dir)
-    task = FinetuneTask(model, items, ds.splits, targs, fargs)
+    task = task_cls(model, items, ds.splits, targs, fargs)
     trainer = Trainer(targs, task, acc, EarlyStopping(f"valid_{fargs.metric}", fargs.patience, out / "best"))
     state = trainer.train()
 
     # Test with the best checkpoint (weights and the interest clusters of that epoch).
-    best = MISSRec.from_pretrained(out / "best").to(acc.device)
+    best = load_model(out / "best").to(acc.device)
     items.load_interest(out / "best" / "interest.safetensors")
     task.model = best
-    results = {"dataset": fargs.dataset, "mode": fargs.mode, "pretrained": fargs.pretrained, "peft": fargs.peft,
+    results = {"dataset": fargs.dataset, "model": fargs.model, "mode": fargs.mode, "pretrained": fargs.pretrained, "peft": fargs.peft,
                "metric": fargs.metric, "valid": task.evaluate("valid", acc), "test": task.evaluate("test", acc),
                "best_epoch": state.best_epoch, "epochs_run": state.epoch, "trainable_params": trainable,
                "total_params": total, "history": state.history, "num_processes": acc.num_processes,
-               "throughput": trainer.throughput}
+               "throughput": trainer.throughput, "features": (ds.meta or {}).get("encoder")}
     if acc.is_main_process:
         write_reports(out, results, state.history, fargs.plot)
+        from missrec.modelcard import write_model_card
+        write_model_card(out / "best", results)  # the model card, now with the test metrics
         t = results["test"]
         acc.print("test: " + ", ".join(f"{k} {v:.4f}" for k, v in t.items()) + f"  (best epoch {state.best_epoch}); "
                   f"results in {out / 'results.json'}")

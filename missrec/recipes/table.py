@@ -1,8 +1,10 @@
 """Run the paper's four finetuning settings on one dataset and print the results table.
 
 Settings (rows of the MISSRec README table): with/without item IDs (transductive/inductive) x
-with/without pretraining. Every option after the script's own is passed to finetune/run.py for
-all four runs (e.g. --config, --data_root, --epochs). Results of each run go to
+with/without pretraining, then the ID-only SASRec baseline and popularity; each row gives the
+wall time it took. Without --pretrained only the from-scratch settings run. Every option after
+the script's own is passed to finetune/run.py for every run (e.g. --config, --data_root,
+--epochs, --interest_reg original|mean for the form of the interest regulariser). Results of each run go to
 <output_dir>/<id|noid>-<pt|scratch>/, the table to <output_dir>/table.md and table.json.
 
     python finetune/table.py --config finetune/configs/scientific.yaml --pretrained MISSRec-FHCKM_mm_full-100.pth
@@ -10,6 +12,7 @@ all four runs (e.g. --config, --data_root, --epochs). Results of each run go to
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 
 COLS = ("recall@10", "ndcg@10", "recall@50", "ndcg@50")
@@ -45,6 +48,10 @@ def baselines(data_root: str, dataset: str, max_len: int) -> dict:
     return {"popularity": evaluate(pop, ds.splits["test"], ds.n_items, progress=False)}
 
 
+def _duration(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds < 100 else f"{seconds / 60:.1f} min"
+
+
 def main(argv=None):
     from missrec.args import ModelArgs, TrainArgs, parse
     from missrec.data.sample import ensure_sample
@@ -53,45 +60,61 @@ def main(argv=None):
     from missrec.recipes import finetune as ft
 
     from missrec.cli import ArgumentParser
+    from missrec.errors import OptionError
     pre = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    pre.add_argument("--pretrained", required=True, help="Checkpoint for the two pretrained settings.")
-    pre.add_argument("--settings", default="all", help="Comma-separated subset of id-scratch,id-pt,noid-scratch,noid-pt.")
+    pre.add_argument("--pretrained", default="none", help="Checkpoint for the two pretrained settings (none: skip them).")
+    pre.add_argument("--settings", default="all",
+                     help="Comma-separated subset of id-scratch,id-pt,noid-scratch,noid-pt,sasrec.")
     own, rest = pre.parse_known_args(argv)
     margs, targs, fargs = parse((ModelArgs, TrainArgs, ft.FinetuneArgs), rest, defaults=ft.FINETUNE_DEFAULTS)
+    wanted = None if own.settings == "all" else set(own.settings.split(","))
+    known = {"id-scratch", "id-pt", "noid-scratch", "noid-pt", "sasrec"}
+    if wanted and wanted - known:
+        raise OptionError("--settings", f"unknown setting(s) {', '.join(sorted(wanted - known))}; "
+                                        f"choose from {','.join(sorted(known))} or all")
+    no_pt = own.pretrained.lower() == "none"
+    if wanted and no_pt and wanted & {"id-pt", "noid-pt"}:
+        raise OptionError("--pretrained", "the id-pt / noid-pt settings need --pretrained CHECKPOINT")
     data_root = fargs.data_root or str(ensure_sample())
     base_out = Path(targs.output_dir)
-    wanted = None if own.settings == "all" else set(own.settings.split(","))
     rows = []
-    for with_id, pretrained in SETTINGS:
-        tag = f"{'id' if with_id else 'noid'}-{'pt' if pretrained else 'scratch'}"
-        if wanted and tag not in wanted:
+    for with_id, pretrained in SETTINGS + [("sasrec", False)]:
+        tag = "sasrec" if with_id == "sasrec" else f"{'id' if with_id else 'noid'}-{'pt' if pretrained else 'scratch'}"
+        if (wanted and tag not in wanted) or (pretrained and no_pt):
             continue
         print(f"== {fargs.dataset}: {tag}", flush=True)
-        res = ft.main(rest + ["--data_root", data_root, "--mode", "transductive" if with_id else "inductive",
+        t0 = time.perf_counter()
+        res = ft.main(rest + ["--data_root", data_root, "--mode", "inductive" if with_id is False else "transductive",
                               "--pretrained", own.pretrained if pretrained else "none",
-                              "--output_dir", str(base_out / tag)])
+                              "--output_dir", str(base_out / tag)] + (["--model", "sasrec"] if tag == "sasrec" else []))
         rows.append({"setting": tag, "with_id": with_id, "pretrained": pretrained, "best_epoch": res["best_epoch"],
+                     "epochs_run": res["epochs_run"], "seconds": time.perf_counter() - t0,
                      "test": {k: res["test"][k] for k in COLS}})
+    t0 = time.perf_counter()
     base = baselines(data_root, fargs.dataset, margs.max_seq_length)
+    pop_seconds = time.perf_counter() - t0
     key = paper_key(fargs.dataset)
-    head = ["Dataset", "With ID?", "Pre-trained?", "R@10", "N@10", "R@50", "N@50"]
+    head = ["Dataset", "With ID?", "Pre-trained?", "R@10", "N@10", "R@50", "N@50", "time"]
     if key:
         head += ["paper R@10", "paper N@10", "paper R@50", "paper N@50"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        cells = [fargs.dataset, "✓" if r["with_id"] else "✗", "✓" if r["pretrained"] else "✗"]
-        cells += [f"{r['test'][c]:.4f}" for c in COLS]
+        if r["setting"] == "sasrec":
+            cells = [fargs.dataset, "SASRec (ID only)", "✗"]
+        else:
+            cells = [fargs.dataset, "✓" if r["with_id"] else "✗", "✓" if r["pretrained"] else "✗"]
+        cells += [f"{r['test'][c]:.4f}" for c in COLS] + [_duration(r["seconds"])]
         if key:
-            cells += [f"{v:.4f}" for v in PAPER[(key, r["with_id"], r["pretrained"])]]
+            cells += [f"{v:.4f}" for v in PAPER[(key, r["with_id"], r["pretrained"])]] if r["setting"] != "sasrec" else [""] * 4
         lines.append("| " + " | ".join(cells) + " |")
     pop = base["popularity"]
     lines.append("| " + " | ".join([fargs.dataset, "popularity", "—"] + [f"{pop[c]:.4f}" for c in COLS]
-                                   + (["", "", "", ""] if key else [])) + " |")
+                                   + [_duration(pop_seconds)] + (["", "", "", ""] if key else [])) + " |")
     table = "\n".join(lines)
     print(table)
     base_out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(base_out / "table.md", table + "\n")
-    atomic_write_json(base_out / "table.json", round_metrics({"dataset": fargs.dataset, "rows": rows, "baselines": base}))
+    atomic_write_json(base_out / "table.json", round_metrics({"dataset": fargs.dataset, "interest_reg": targs.interest_reg, "rows": rows, "baselines": base}))
     return rows
 
 
