@@ -27,6 +27,9 @@ A corpus (``--corpus NAME``) holds ``NAME.pt_datasets`` (domain names), ``NAME.t
 its own; test targets of the source domains are held out of the corpus, as upstream.
 
 Inputs are streamed line by line: only integer ids per interaction are kept in memory.
+
+Over 500 lines on purpose: both Amazon releases, their two review formats and the corpus builder
+share one streaming pipeline (read -> filter -> k-core -> split -> write) that reads best in one file.
 """
 from __future__ import annotations
 

@@ -24,6 +24,9 @@ Outputs in ``<out_root>/<name>/``: ``<name>.{train,valid,test}.inter``, ``.item2
 ``.user2index``, ``.text`` and ``.meta.json`` (counts, source files and the subset options).
 There are no images: extract text features with ``--modalities text`` (image features are then
 absent and training uses zero rows), see features/README.md.
+
+Over 500 lines on purpose: five GroupLens layouts plus RecBole's atomic files, each with its own
+parser, feed one split/subset/write path; the parsers are short and sit beside each other.
 """
 from __future__ import annotations
 
