@@ -45,7 +45,6 @@ def make_data(users, items, interactions, dims, seed=0):
 
 
 def run_one(a) -> dict:
-    import numpy as np
     import torch
 
     import missrec.graph.base as base

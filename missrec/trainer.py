@@ -13,7 +13,6 @@ renamed into place; leftovers of a killed write are cleaned up when the next run
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import re

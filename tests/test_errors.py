@@ -19,7 +19,6 @@ import torch
 from _tiny import make_corpus, make_domain
 from missrec.args import ModelArgs, TrainArgs, parse
 from missrec.checkpoint import save_model
-from missrec.model import MISSRec
 from missrec.config import MISSRecConfig
 from missrec.data.atomic import DataFormatError, load_dataset, write_index_map
 from missrec.errors import CorruptFileError, UserError

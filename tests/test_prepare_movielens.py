@@ -11,7 +11,6 @@ Indices: users 1, 2, 3, 10 -> 0..3; movies 1..5 -> 0..4.
 """
 from __future__ import annotations
 
-import json
 import zipfile
 from pathlib import Path
 

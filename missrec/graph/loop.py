@@ -12,11 +12,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from ..evaluate import round_metrics
-from ..fsutil import atomic_path, atomic_write_json, atomic_write_text
+from ..reports import write_reports as _write_reports
 from .data import GraphData
 from .evaluate import evaluate_data
 
@@ -146,35 +144,8 @@ def fit(model, data: GraphData, args: FitArgs, name: str | None = None) -> dict:
 
 def write_reports(out: Path, results: dict, plot: bool = True) -> None:
     """results.json (rounded), results.md (valid/test table) and curves.png, each written atomically."""
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "results.json", round_metrics(results, 4))
-    keys = list(results["test"].keys())
-    lines = [f"# {results['dataset']} — {results['model']} (NDCG: {results['ndcg']})", "",
-             "| split | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
-    for split in ("valid", "test"):
-        lines.append(f"| {split} | " + " | ".join(f"{results[split][k]:.4f}" for k in keys) + " |")
-    lines += ["", f"test graph: {results.get('test_graph', 'train')}; "
-              f"best epoch (by valid {results['metric']}): {results['best_epoch']} of {results['epochs_run']}; "
-              f"{results['params']:,} parameters; {results['seconds_per_epoch']:.2f} s/epoch on {results['device']}"]
-    atomic_write_text(out / "results.md", "\n".join(lines) + "\n")
-    hist = results["history"]
-    if plot and hist:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax1 = plt.subplots(figsize=(6, 3.5))
-        ax1.plot([h["epoch"] for h in hist], [h["train_loss"] for h in hist], color="tab:blue")
-        ax1.set_xlabel("epoch")
-        ax1.set_ylabel("train loss", color="tab:blue")
-        key = f"valid_{results['metric']}"
-        pts = [(h["epoch"], h[key]) for h in hist if key in h]
-        if pts:
-            ax2 = ax1.twinx()
-            ax2.plot(*zip(*pts), color="tab:red")
-            ax2.set_ylabel(key.replace("_", " "), color="tab:red")
-        ax1.set_title(f"{results['dataset']} — {results['model']}")
-        fig.tight_layout()
-        with atomic_path(out / "curves.png") as tmp:
-            fig.savefig(tmp, format="png", dpi=100)
-        plt.close(fig)
+    _write_reports(out, results, results["history"], plot=plot,
+          title=f"{results['dataset']} — {results['model']} (NDCG: {results['ndcg']})",
+          footer=f"test graph: {results.get('test_graph', 'train')}; "
+                 f"best epoch (by valid {results['metric']}): {results['best_epoch']} of {results['epochs_run']}; "
+                 f"{results['params']:,} parameters; {results['seconds_per_epoch']:.2f} s/epoch on {results['device']}")

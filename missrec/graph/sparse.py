@@ -44,7 +44,7 @@ def row_normalized(r: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """``D^-1/2 R`` with ``D`` the row sums of ``r`` (+ ``eps``): MMSSL's user->item graph; pass
     ``transpose(r)`` for its item->user graph."""
     r = _coo(r)
-    (ri, ci), v = r.indices(), r.values().to(torch.float32)
+    ri, v = r.indices()[0], r.values().to(torch.float32)
     deg = torch.zeros(r.shape[0], dtype=v.dtype, device=v.device).index_add_(0, ri, v)
     d = (deg + eps).pow(-0.5)
     return torch.sparse_coo_tensor(r.indices(), d[ri] * v, r.shape, check_invariants=False).coalesce()

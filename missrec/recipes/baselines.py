@@ -158,7 +158,7 @@ def main(argv=None):
     from ..graph.loop import write_reports
     write_reports(Path(fargs_out), results, fargs.plot)
     t, p = results["test"], results["popularity"]["test"]
-    print(f"test: " + ", ".join(f"{k} {t[k]:.4f}" for k in ("recall@20", "ndcg@20", "precision@20"))
+    print("test: " + ", ".join(f"{k} {t[k]:.4f}" for k in ("recall@20", "ndcg@20", "precision@20"))
           + f" (best epoch {results['best_epoch']}); popularity recall@20 {p['recall@20']:.4f}; "
           f"results in {Path(fargs_out) / 'results.json'}")
     return results

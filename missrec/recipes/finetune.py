@@ -68,39 +68,11 @@ def build_model(margs, fargs, ds, n_items):
 
 
 def write_reports(out: Path, results: dict, history: list, plot: bool) -> None:
-    from missrec.evaluate import round_metrics
-    from missrec.fsutil import atomic_write_json, atomic_write_text
-
-    atomic_write_json(out / "results.json", round_metrics(results, 4))
-    keys = list(results["test"].keys())
-    lines = [f"# {results['dataset']} — {results['mode']}, pretrained: {results['pretrained']}, peft: {results['peft']}", "",
-             "| split | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
-    for split in ("valid", "test"):
-        lines.append(f"| {split} | " + " | ".join(f"{results[split][k]:.4f}" for k in keys) + " |")
-    lines += ["", f"best epoch: {results['best_epoch']} of {results['epochs_run']}; "
-              f"trainable parameters {results['trainable_params']:,} of {results['total_params']:,}"]
-    atomic_write_text(out / "results.md", "\n".join(lines) + "\n")
-    if plot and history:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        from missrec.fsutil import atomic_path
-        ep = [h["epoch"] for h in history]
-        fig, ax1 = plt.subplots(figsize=(6, 3.5))
-        ax1.plot(ep, [h["train_loss"] for h in history], color="tab:blue", label="train loss")
-        ax1.set_xlabel("epoch")
-        ax1.set_ylabel("train loss", color="tab:blue")
-        key = f"valid_{results['metric']}"
-        if all(key in h for h in history):
-            ax2 = ax1.twinx()
-            ax2.plot(ep, [h[key] for h in history], color="tab:red", label=key)
-            ax2.set_ylabel(key.replace("_", " "), color="tab:red")
-        ax1.set_title(f"{results['dataset']} ({results['mode']}, pretrained: {results['pretrained'] != 'none'})")
-        fig.tight_layout()
-        with atomic_path(out / "curves.png") as tmp:
-            fig.savefig(tmp, format="png", dpi=100)
-        plt.close(fig)
+    from missrec.reports import write_reports as write
+    write(out, results, history, plot=plot,
+          title=f"{results['dataset']} — {results['mode']}, pretrained: {results['pretrained']}, peft: {results['peft']}",
+          footer=f"best epoch: {results['best_epoch']} of {results['epochs_run']}; "
+                 f"trainable parameters {results['trainable_params']:,} of {results['total_params']:,}")
 
 
 def main(argv=None):
