@@ -1,7 +1,8 @@
 """Bad input ends in one `error: <file or option>: ...` line, exit status 2, and nothing written.
 
 One test per case of issue 11 handled here. Entry points run as subprocesses, exactly as a user
-runs them; library-level cases call the library.
+runs them; library-level cases call the library. Over 500 lines on purpose: one short test per
+bad input (about 60), kept together so the list of handled cases reads in one place.
 """
 from __future__ import annotations
 
