@@ -134,6 +134,19 @@ def lightgcn_layers(adj: torch.Tensor, x: torch.Tensor, n_layers: int, dropout: 
     return out / (n_layers + 1)
 
 
+def bpr_epoch(model: GraphModel, data: GraphData, generator: torch.Generator, opt, batch_loss) -> dict[str, float]:
+    """One epoch of BPR batches: ``batch_loss(u, p, q)`` (on the model's device) -> loss; returns the mean loss."""
+    total, n = 0.0, 0
+    for u, p, q in sample_bpr_batches(data, model.cfg["batch_size"], generator):
+        u, p, q = u.to(model.device), p.to(model.device), q.to(model.device)
+        loss = batch_loss(u, p, q)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        total, n = total + float(loss.detach()) * len(u), n + len(u)
+    return {"loss": total / max(n, 1)}
+
+
 def bpr_loss(pos_scores: torch.Tensor, neg_scores: torch.Tensor) -> torch.Tensor:
     """``-mean log sigmoid(s_pos - s_neg)`` (softplus form, stable for large margins)."""
     return nn.functional.softplus(neg_scores - pos_scores).mean()

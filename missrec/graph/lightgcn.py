@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import GraphModel, bpr_loss, l2_reg, lightgcn_layers, sample_bpr_batches
+from .base import GraphModel, bpr_epoch, bpr_loss, l2_reg, lightgcn_layers
 from .data import GraphData
 from .sparse import normalized_adjacency
 
@@ -31,19 +31,12 @@ class LightGCN(GraphModel):
         return out[: self.n_users], out[self.n_users:]
 
     def train_epoch(self, data, epoch, generator, optimizers):
-        (opt,) = optimizers
-        total, n = 0.0, 0
-        for u, p, q in sample_bpr_batches(data, self.cfg["batch_size"], generator):
-            u, p, q = u.to(self.device), p.to(self.device), q.to(self.device)
+        def batch_loss(u, p, q):
             ue, ie = self.propagate()
-            loss = bpr_loss((ue[u] * ie[p]).sum(-1), (ue[u] * ie[q]).sum(-1))
             ego = self.embedding
-            loss = loss + self.cfg["reg"] * l2_reg(ego[u], ego[self.n_users + p], ego[self.n_users + q])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total, n = total + float(loss.detach()) * len(u), n + len(u)
-        return {"loss": total / max(n, 1)}
+            return (bpr_loss((ue[u] * ie[p]).sum(-1), (ue[u] * ie[q]).sum(-1))
+                    + self.cfg["reg"] * l2_reg(ego[u], ego[self.n_users + p], ego[self.n_users + q]))
+        return bpr_epoch(self, data, generator, optimizers[0], batch_loss)
 
     @torch.no_grad()
     def embeddings(self):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import GraphModel, bpr_loss, feature_buffer, l2_reg, sample_bpr_batches
+from .base import GraphModel, bpr_epoch, bpr_loss, feature_buffer, l2_reg
 from .data import GraphData
 
 
@@ -53,25 +53,20 @@ class VBPR(GraphModel):
         return torch.cat([self.gamma_u[idx], self.theta_u[idx], one], dim=1)
 
     def train_epoch(self, data, epoch, generator, optimizers):
-        (opt,) = optimizers
-        total, n = 0.0, 0
-        for u, p, q in sample_bpr_batches(data, self.cfg["batch_size"], generator):
-            u, p, q = u.to(self.device), p.to(self.device), q.to(self.device)
+        c = self.cfg
+        bias_reg = c["reg"] if c["bias_reg"] is None else c["bias_reg"]
+
+        def batch_loss(u, p, q):
             ue, pe, qe = self._users(u), self._items(p), self._items(q)
             loss = bpr_loss((ue * pe).sum(-1), (ue * qe).sum(-1))
-            c = self.cfg
-            bias_reg = c["reg"] if c["bias_reg"] is None else c["bias_reg"]
             loss = loss + c["reg"] * l2_reg(self.gamma_u[u], self.theta_u[u], self.gamma_i[p], self.gamma_i[q])
             if bias_reg:
                 loss = loss + bias_reg * l2_reg(self.beta_i[p][:, None], self.beta_i[q][:, None])
             if c["proj_reg"]:
                 # once per batch, like the per-row terms' 1/batch scale
                 loss = loss + c["proj_reg"] * (self.proj.weight.pow(2).sum() + self.beta_f.pow(2).sum()) / (2 * len(u))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total, n = total + float(loss.detach()) * len(u), n + len(u)
-        return {"loss": total / max(n, 1)}
+            return loss
+        return bpr_epoch(self, data, generator, optimizers[0], batch_loss)
 
     @torch.no_grad()
     def embeddings(self):
