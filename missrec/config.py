@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import CorruptFileError, not_utf8
+from .errors import CorruptFileError, read_json
 from .fsutil import atomic_write_json
 
 
@@ -79,14 +78,9 @@ class MISSRecConfig:
     @classmethod
     def load(cls, path: str | Path) -> "MISSRecConfig":
         path = Path(path)
-        try:
-            d = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{path}: not found (a checkpoint folder needs config.json)") from None
-        except json.JSONDecodeError as e:
-            raise CorruptFileError(path, f"not valid JSON ({e}); the checkpoint is damaged: save or download it again") from None
-        except UnicodeDecodeError as e:
-            raise not_utf8(path, e) from None
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: not found (a checkpoint folder needs config.json)")
+        d = read_json(path, "checkpoint", fix="save or download it again")
         if not isinstance(d, dict):
             raise CorruptFileError(path, "expected a JSON object of model options")
         try:

@@ -48,7 +48,7 @@ def not_utf8(path: str | os.PathLike, err: UnicodeDecodeError | None = None) -> 
     return CorruptFileError(where, f"not UTF-8 text{byte}; re-save the file as UTF-8")
 
 
-def read_json(path: str | os.PathLike, what: str = "JSON file"):
+def read_json(path: str | os.PathLike, what: str = "JSON file", fix: str = "restore or delete it"):
     """Parse a JSON file; a missing, truncated or non-UTF-8 file is an error naming it."""
     path = Path(path)
     try:
@@ -60,7 +60,7 @@ def read_json(path: str | os.PathLike, what: str = "JSON file"):
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
-        raise CorruptFileError(path, f"not valid JSON ({e}); the {what} is damaged: restore or delete it") from None
+        raise CorruptFileError(path, f"not valid JSON ({e}); the {what} is damaged: {fix}") from None
 
 
 def check_safetensors(path: str | os.PathLike) -> str | None:

@@ -52,7 +52,7 @@ from typing import Iterator
 from filelock import FileLock
 
 from .checkpoint import is_checkpoint_folder
-from .errors import UserError
+from .errors import UserError, read_json
 from .fsutil import sha256_file
 from .pth import convert_pth
 
@@ -112,12 +112,9 @@ def _safe_filename(name) -> bool:
 def load_registry(path: str | os.PathLike | None = None) -> dict[str, dict]:
     """Read and validate the registry; returns ``{name: entry}``."""
     path = registry_path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise RegistryError(f"{path}: registry file not found") from None
-    except json.JSONDecodeError as e:
-        raise RegistryError(f"{path}: not valid JSON ({e})") from None
+    if not path.is_file():
+        raise RegistryError(f"{path}: registry file not found")
+    data = read_json(path, "registry", fix="restore it or pass another --registry")
     entries = data.get("checkpoints") if isinstance(data, dict) else None
     if not isinstance(entries, dict):
         raise RegistryError(f"{path}: expected an object with a 'checkpoints' mapping")
