@@ -1,6 +1,7 @@
 """Graph baselines and MISSRec in one table for a dataset (see missrec/recipes/compare.py)."""
-from missrec.cli import run
+import sys
+
 from missrec.recipes.compare import main
 
 if __name__ == "__main__":
-    run(main)
+    sys.exit(main())

@@ -4,7 +4,7 @@
 """
 import sys
 
-from missrec.recipes.finetune import cli
+from missrec.recipes.finetune import main
 
 if __name__ == "__main__":
-    sys.exit(cli())
+    sys.exit(main())

@@ -4,7 +4,7 @@
 """
 import sys
 
-from missrec.recipes.table import cli
+from missrec.recipes.table import main
 
 if __name__ == "__main__":
-    sys.exit(cli())
+    sys.exit(main())

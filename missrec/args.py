@@ -1,23 +1,164 @@
-"""Command-line + YAML configuration: dataclasses parsed by transformers.HfArgumentParser.
+"""Options of every recipe: dataclasses parsed by transformers.HfArgumentParser, one typed YAML loader.
 
-``--config FILE.yaml`` supplies defaults; any ``--key value`` on the command line overrides them.
+* One source per setting: an option's default is its dataclass field's default. A recipe whose
+  defaults differ derives a subclass with :func:`with_defaults`, so ``--help`` shows the values
+  that apply to that recipe.
+* ``--config FILE.yaml`` supplies values; any ``--key value`` on the command line overrides them.
+  YAML is read by :func:`load_yaml` (YAML 1.2 numbers: ``1e-3`` and ``1E5`` are floats) and every
+  value is converted to its field's type by :func:`coerce` (a wrong type is one line naming the
+  file and key).
+* Each options dataclass validates its own fields in ``__post_init__`` (:func:`check_fields`), so a
+  bad value is refused when it is parsed, before any work starts.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import math
+import re
 import sys
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from .config import MISSRecConfig
+from .config import FUSIONS, MISSRecConfig
+from .errors import OptionError
 
 PAPER = MISSRecConfig()  # the defaults below are the model config's, not copies of them
 
 
+# ----------------------------------------------------------------------------- typed YAML
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 floats: ``1e-3``, ``5E4``, ``-2e+5`` are numbers.
+
+    PyYAML resolves YAML 1.1, whose float pattern needs a dot (``1.0e-3``), so ``1e-3`` would be
+    the string "1e-3". The extra resolver is tried after the int one, so ``10`` stays an integer.
+    """
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
+
+
+def load_yaml(path: str | Path, what: str = "--config") -> dict:
+    """A YAML mapping from ``path``; a missing, malformed or non-mapping file is one line naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise OptionError(f"{what} {path}", "file not found")
+    try:
+        values = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader) or {}
+    except yaml.YAMLError as e:
+        raise OptionError(f"{what} {path}", f"not valid YAML ({' '.join(str(e).split())})") from None
+    except UnicodeDecodeError:
+        raise OptionError(f"{what} {path}", "not UTF-8 text") from None
+    if not isinstance(values, dict):
+        raise OptionError(f"{what} {path}", "expected a mapping of option: value")
+    return values
+
+
+def yaml_scalar(text: str):
+    """One value written as YAML (``--model_opts lr=1e-3``), read by the same loader as the files."""
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError:
+        return text
+
+
+def coerce(where: str, value, want):
+    """``value`` (from YAML or ``key=value``) as type ``want``; else an OptionError naming ``where``.
+
+    ``want`` is a type (``int``, ``float``, ``bool``, ``str``, ``Optional[...]``, ``list``) or None
+    (anything goes). An int is accepted as a float; a number is accepted as a string (``ks: 10``).
+    """
+    if want is None or want is typing.Any:
+        return value
+    args = typing.get_args(want)
+    if typing.get_origin(want) in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        want = next(a for a in args if a is not type(None))
+    origin = typing.get_origin(want) or want
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if want is bool:
+        ok = isinstance(value, bool)
+    elif want is int:  # 1e5 is an integer; 1.5 is not
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif want is float:
+        ok, value = number, float(value) if number else value
+    elif want is str:
+        ok, value = isinstance(value, str) or number, value if isinstance(value, str) else str(value)
+    elif origin in (list, tuple):
+        ok = isinstance(value, (list, tuple))
+    else:
+        ok = True
+    if not ok:
+        name = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(want, "a list")
+        raise OptionError(where, f"expected {name}, got {value!r}")
+    return value
+
+
+def coerce_like(where: str, value, default):
+    """:func:`coerce` to the type of ``default`` (a graph model's hyper-parameter; None: any type)."""
+    return coerce(where, value, None if default is None else type(default))
+
+
+# ----------------------------------------------------------------------------- checks
+class InvalidOption(OptionError):
+    """A field of an options dataclass holds a bad value; ``name`` is the field."""
+
+    def __init__(self, name: str, what: str):
+        self.name, self.what = name, what
+        super().__init__(f"--{name}", what)
+
+
+def at_least(lo):
+    return (lambda v: v >= lo), f"must be an integer >= {lo}"
+
+
+NON_NEGATIVE = (lambda v: v >= 0), "must be >= 0"
+POSITIVE = (lambda v: math.isfinite(v) and v > 0), "must be a finite number > 0"
+FRACTION = (lambda v: 0 <= v < 1), "must lie in [0, 1)"
+
+
+def one_of(*choices):
+    return (lambda v: v in choices), "must be one of " + " | ".join(choices)
+
+
+def check_fields(obj, **rules) -> None:
+    """Raise :class:`InvalidOption` for the first field of ``obj`` that breaks its rule."""
+    for name, (ok, what) in rules.items():
+        value = getattr(obj, name)
+        if not ok(value):
+            raise InvalidOption(name, f"{what}, got {value!r}")
+
+
+def parse_ks(text: str) -> tuple[int, ...]:
+    """``"10,20,50"`` -> (10, 20, 50): the one reader of every recipe's ``--ks``."""
+    parts = [p.strip() for p in str(text).split(",") if p.strip()]
+    try:
+        ks = tuple(int(p) for p in parts)
+    except ValueError:
+        ks = ()
+    if not ks or min(ks) < 1:
+        raise InvalidOption("ks", f"{text!r} is not a comma-separated list of positive integers (e.g. 10,20,50)")
+    return ks
+
+
+def check_metric(metric: str, ks_text: str, kinds=("recall", "ndcg")) -> None:
+    """``metric`` (e.g. ndcg@10) must be one the evaluator computes with these cut-offs."""
+    computed = [f"{m}@{k}" for m in kinds for k in parse_ks(ks_text)]
+    if metric not in computed:
+        raise InvalidOption("metric", f"{metric!r} is not computed; with --ks {ks_text} the metrics are "
+                                      f"{', '.join(computed)} (add its cut-off to --ks)")
+
+
+# ----------------------------------------------------------------------------- shared options
 @dataclass
 class ModelArgs:
     """Architecture (the paper's sizes by default). Ignored when starting from a checkpoint."""
@@ -31,6 +172,14 @@ class ModelArgs:
     max_seq_length: int = field(default=PAPER.max_seq_length, metadata={"help": "Longest history (older items are cut)."})
     temperature: float = field(default=PAPER.temperature, metadata={"help": "Logit temperature tau."})
     fusion: str = field(default=PAPER.fusion, metadata={"help": "Item-side fusion: dynamic_shared (learned) or static (mean)."})
+
+    def __post_init__(self):
+        one = at_least(1)
+        check_fields(self, hidden_size=one, n_heads=one, inner_size=one, num_encoder_layers=one,
+                     num_decoder_layers=one, max_seq_length=one, dropout=FRACTION, temperature=POSITIVE,
+                     fusion=one_of(*FUSIONS))
+        if self.hidden_size % self.n_heads:
+            raise InvalidOption("n_heads", f"{self.n_heads} does not divide --hidden_size {self.hidden_size}")
 
 
 @dataclass
@@ -70,168 +219,122 @@ class TrainArgs:
     attention_impl: str = field(default="packed", metadata={"help": "Sequence encoding: packed (real tokens only, attention per length bucket; fastest on a CPU) | jagged (real tokens only, attention on nested jagged tensors: fused varlen kernels on CUDA, unmeasured there) | padded (nn.Transformer on padded batches, the reference). Same results."})
     progress: bool = field(default=True, metadata={"help": "Show progress bars (main process only)."})
 
+    def __post_init__(self):
+        one = at_least(1)
+        check_fields(self, epochs=one, train_batch_size=one, eval_batch_size=one, gradient_accumulation_steps=one,
+                     save_every=one, log_every=one, kmeans_iters=one, save_steps=at_least(0),
+                     save_total_limit=at_least(0), warmup_steps=at_least(0), weight_decay=NON_NEGATIVE,
+                     max_grad_norm=NON_NEGATIVE, gamma_reg=NON_NEGATIVE, adam_epsilon=NON_NEGATIVE,
+                     learning_rate=POSITIVE, interest_ratio=POSITIVE, adam_beta1=FRACTION, adam_beta2=FRACTION,
+                     max_steps=((lambda v: v == -1 or v >= 1), "must be -1 (run all epochs) or a positive number of steps"),
+                     lr_scheduler=one_of("constant", "linear", "cosine"),
+                     mixed_precision=one_of("auto", "no", "bf16", "fp16"),
+                     kmeans_init=one_of("auto", "k-means++", "random"))
 
-class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Keep the module docstring's layout and show every option's default."""
+
+def with_defaults(cls, name: str, doc: str | None = None, helps: dict | None = None, **defaults):
+    """A subclass of the options dataclass ``cls`` whose fields ``defaults`` have other defaults.
+
+    Checks and help texts are the parent's (``helps`` replaces the text of some fields); ``--help`` of a recipe parsing the subclass shows the
+    recipe's defaults. Made in the calling module (its ``__module__``), like a class statement.
+    """
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(defaults) - set(fields))
+    if unknown:
+        raise TypeError(f"with_defaults: {cls.__name__} has no fields {unknown}")
+    module = sys._getframe(1).f_globals.get("__name__", __name__)
+    return dataclasses.make_dataclass(
+        name, [(k, hints[k], field(default=v, metadata={**fields[k].metadata, **({"help": helps[k]} if k in (helps or {}) else {})}))
+               for k, v in defaults.items()],
+        bases=(cls,), namespace={"__doc__": doc or cls.__doc__, "__module__": module})
+
+
+# ----------------------------------------------------------------------------- the parser
+def config_path(argv: list[str]) -> str | None:
+    """The value of ``--config`` in ``argv`` (last one wins), or None."""
+    path = None
+    for i, a in enumerate(argv):
+        if a == "--config" and i + 1 < len(argv):
+            path = argv[i + 1]
+        elif a.startswith("--config="):
+            path = a.split("=", 1)[1]
+    return path
+
+
+def _options_on_cli(argv: list[str]) -> set[str]:
+    return {a[2:].split("=", 1)[0].replace("-", "_") for a in argv if a.startswith("--")}
+
+
+def _type_of(dataclass_types, key: str):
+    for t in dataclass_types:
+        hints = typing.get_type_hints(t)
+        if key in hints:
+            return hints[key]
+    return None
 
 
 def parse(dataclass_types, argv=None, description: str | None = None, defaults_yaml: str | None = None,
-          defaults: dict | None = None):
-    """Parse ``--config YAML`` + CLI into instances of ``dataclass_types`` (HfArgumentParser).
+          sections: typing.Iterable[str] = ()):
+    """Parse ``--config YAML`` + the command line into instances of ``dataclass_types``.
 
-    Precedence: command line > YAML file > ``defaults`` (a stage's own) > dataclass defaults.
+    Precedence: command line > YAML file (``--config``, else ``defaults_yaml``) > the dataclasses'
+    defaults. ``sections`` names YAML keys that hold mappings for the caller (the graph baselines'
+    ``model_cfg:`` and per-model sections); with any, the result ends with ``{name: mapping}``.
+    Every error is one ``error:`` line (exit status 2) naming the option, or the file and key.
     """
     from transformers import HfArgumentParser
 
-    from .cli import parser_message, fail
+    from .cli import fail, parser_message
 
     class Parser(HfArgumentParser):
         def error(self, message):
             fail(parser_message(self, message))
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    pre.add_argument("--config", default=defaults_yaml)
-    known, rest = pre.parse_known_args(argv)
-
+    sections = tuple(sections)
     # allow_abbrev=False: "--epoch 3" must not silently mean --epochs.
-    parser = Parser(dataclass_types, description=description, formatter_class=_HelpFormatter,
-                    allow_abbrev=False)
-    parser.add_argument("--config", default=defaults_yaml,
+    parser = Parser(dataclass_types, description=description, formatter_class=_HelpFormatter, allow_abbrev=False)
+    _hide_dashed_aliases(parser)
+    config = config_path(argv) or defaults_yaml
+    parser.add_argument("--config", default=config,
                         help="YAML file of option values; command-line options override it.")
-    if defaults:
-        parser.set_defaults(**defaults)
-    if known.config:
-        path = Path(known.config)
-        if not path.is_file():
-            parser.error(f"--config {path}: file not found")
+    values, found = {}, {}
+    if config and not {"-h", "--help"} & set(argv):
         try:
-            values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            parser.error(f"--config {path}: not valid YAML ({e})")
-        if not isinstance(values, dict):
-            parser.error(f"--config {path}: expected a mapping of option: value")
-        valid = {f.name for t in dataclass_types for f in dataclasses.fields(t)}
-        unknown = sorted(set(values) - valid)
-        if unknown:
-            parser.error(f"--config {path}: unknown options {unknown}")
-        values = {k: _yaml_value(path, k, v, dataclass_types) for k, v in values.items()}
+            values = load_yaml(config)
+            found = {k: values.pop(k) for k in sections if k in values}
+            for k, v in found.items():
+                if not isinstance(v, dict):
+                    raise OptionError(f"{config}: {k}", "must be a mapping of name: value")
+            valid = {f.name for t in dataclass_types for f in dataclasses.fields(t)}
+            unknown = sorted(set(values) - valid)
+            if unknown:
+                raise OptionError(f"--config {config}", f"unknown options {unknown}")
+            values = {k: coerce(f"{config}: {k}", v, _type_of(dataclass_types, k)) for k, v in values.items()}
+        except OptionError as e:
+            parser.error(str(e))
         parser.set_defaults(**values)
-    else:
-        values = {}
-    *out, remaining = parser.parse_args_into_dataclasses(args=rest if known.config else argv,
-                                                         return_remaining_strings=True)
+    try:
+        *out, remaining = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True,
+                                                             look_for_args_file=False)
+    except InvalidOption as e:
+        where = f"{config}: {e.name}" if e.name in values and e.name not in _options_on_cli(argv) else f"--{e.name}"
+        parser.error(f"{where}: {e.what}")
     if remaining:
         parser.error(f"unrecognized arguments: {' '.join(remaining)}")
     out = out[:len(dataclass_types)]  # drop the namespace holding --config
-    on_cli = {a[2:].split("=", 1)[0] for a in (rest if known.config else argv) if a.startswith("--")}
-    for obj in out:
-        problem = check(obj)
-        if problem:
-            name, what = problem
-            where = f"{known.config}: {name}" if name in values and name not in on_cli else f"--{name}"
-            parser.error(f"{where}: {what}")
-    return out
+    return (*out, found) if sections else out
 
 
-# ----------------------------------------------------------------------------- validation
-# Checks by field name, so every stage's dataclass (ModelArgs, TrainArgs, PretrainArgs,
-# FinetuneArgs) is validated by parse() before any work starts.
-def _at_least(lo):
-    return lambda v: v >= lo, f"must be an integer >= {lo}"
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Keep the module docstring's layout and show every option's default."""
 
 
-def _in(*choices):
-    return lambda v: v in choices, "must be one of " + " | ".join(choices)
-
-
-_FIELD_CHECKS = {
-    **{k: _at_least(1) for k in ("epochs", "train_batch_size", "hidden_size", "n_heads", "inner_size", "num_encoder_layers",
-                                 "num_decoder_layers", "max_seq_length", "eval_batch_size",
-                                 "gradient_accumulation_steps", "save_every", "log_every", "kmeans_iters",
-                                 "patience")},
-    **{k: _at_least(0) for k in ("save_steps", "save_total_limit", "warmup_steps")},
-    **{k: (lambda v: v >= 0, "must be >= 0") for k in ("weight_decay", "max_grad_norm", "gamma_reg",
-                                                        "lambda_seq", "adam_epsilon")},
-    **{k: (lambda v: math.isfinite(v) and v > 0, "must be a finite number > 0")
-       for k in ("temperature", "learning_rate", "interest_ratio")},
-    **{k: (lambda v: 0 <= v < 1, "must lie in [0, 1)") for k in ("dropout", "adam_beta1", "adam_beta2")},
-    "item_keep_prob": (lambda v: 0 < v <= 1, "must lie in (0, 1]"),
-    "max_steps": (lambda v: v == -1 or v >= 1, "must be -1 (run all epochs) or a positive number of steps"),
-    "fusion": _in("dynamic_shared", "static"),
-    "lr_scheduler": _in("constant", "linear", "cosine"),
-    "mixed_precision": _in("auto", "no", "bf16", "fp16"),
-    "kmeans_init": _in("auto", "k-means++", "random"),
-    "augmentation": _in("auto", "item_drop", "word_drop", "both"),
-    "mode": _in("transductive", "inductive"),
-    "test_graph": _in("auto", "train", "train+valid"),
-}
-
-
-def parse_ks(text: str) -> tuple[int, ...]:
-    """``"10,20,50"`` -> (10, 20, 50); anything else is a ValueError saying what is expected."""
-    parts = [p.strip() for p in str(text).split(",") if p.strip()]
-    try:
-        ks = tuple(int(p) for p in parts)
-    except ValueError:
-        ks = ()
-    if not ks or min(ks) < 1:
-        raise ValueError(f"{text!r} is not a comma-separated list of positive integers (e.g. 10,20,50)")
-    return ks
-
-
-def check(obj) -> tuple[str, str] | None:
-    """The first invalid field of a parsed options dataclass as (name, what is wrong), or None."""
-    names = [f.name for f in dataclasses.fields(obj)]
-    for name in (n for n in names if n in _FIELD_CHECKS):
-        ok, what = _FIELD_CHECKS[name]
-        value = getattr(obj, name)
-        if not ok(value):
-            return name, f"{what}, got {value!r}"
-    if {"hidden_size", "n_heads"} <= set(names) and obj.hidden_size % obj.n_heads:
-        return "n_heads", f"{obj.n_heads} does not divide --hidden_size {obj.hidden_size}"
-    if "ks" in names:
-        try:
-            ks = parse_ks(obj.ks)
-        except ValueError as e:
-            return "ks", str(e)
-        if "metric" in names:
-            computed = [f"{m}@{k}" for m in ("recall", "ndcg") for k in ks]
-            if obj.metric not in computed:
-                return "metric", (f"{obj.metric!r} is not computed; with --ks {obj.ks} the metrics are "
-                                  f"{', '.join(computed)} (add its cut-off to --ks)")
-    return None
-
-
-def _yaml_value(path: Path, key: str, value, dataclass_types):
-    """A YAML value checked against the field's type (argparse does not convert defaults)."""
-    import typing
-    for t in dataclass_types:
-        hints = typing.get_type_hints(t)
-        if key in hints:
-            want = hints[key]
-            break
-    optional = typing.get_origin(want) is typing.Union and type(None) in typing.get_args(want)
-    if optional:
-        if value is None:
-            return None
-        want = next(a for a in typing.get_args(want) if a is not type(None))
-    if want is bool:
-        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no"):
-            return value.lower() in ("true", "yes")
-        ok = isinstance(value, bool)
-    elif want is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif want is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        value = float(value) if ok else value
-    elif want is str:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)
-        ok = isinstance(value, str)
-    else:
-        ok = True
-    if not ok:
-        from .cli import fail
-        fail(f"{path}: {key}: expected {'an integer' if want is int else want.__name__}, got {value!r} (see --help)")
-    return value
+def _hide_dashed_aliases(parser) -> None:
+    """HfArgumentParser also accepts ``--output-dir`` for ``--output_dir``: keep that, but show and
+    suggest only the underscore names (one spelling per option)."""
+    for action in parser._actions:
+        names = action.option_strings
+        action.option_strings = [s for s in names if not (s.startswith("--") and "-" in s[2:]
+                                                          and s[:2] + s[2:].replace("-", "_") in names)]

@@ -1,5 +1,9 @@
 """The one error path of every entry point: expected failures end in one ``error: ...`` line.
 
+Every entry point is ``main(argv=None) -> int``: ``return run(work, argv, exit=False)``, where
+``work(argv)`` does the job (``entry_status(fn)`` when ``fn`` returns results rather than a status);
+the scripts call ``sys.exit(main())`` and pyproject.toml's console scripts name ``main``.
+
 ``run(main, argv)`` calls ``main(argv)``. A failure the user can fix (bad option, missing or
 damaged file) prints ``error: <file or option>: <what is wrong and what to do>`` on one line
 to stderr and exits with status 2; no traceback unless ``--debug`` is on the command line or
@@ -79,6 +83,15 @@ def run(main, argv=None, *, exit: bool = True):
         fail(msg, DEBUG_HINT)
 
 
+def entry_status(work):
+    """``work(argv)`` (a recipe returning its results) as a ``run`` target that returns status 0."""
+    def call(argv):
+        work(argv)
+        return 0
+    call.__name__ = getattr(work, "__name__", "work")
+    return call
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse with no abbreviated options and one-line errors (``error: --opt: ...``)."""
 
@@ -86,8 +99,21 @@ class ArgumentParser(argparse.ArgumentParser):
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
 
+    def parse_known_args(self, args=None, namespace=None):
+        # Option names use underscores only; the dashed spelling of one (--no-progress for
+        # --no_progress, from before the names were unified) is still read, and never shown.
+        known = {s for a in self._actions for s in a.option_strings}
+        args = [_underscored(a, known) for a in (sys.argv[1:] if args is None else args)]
+        return super().parse_known_args(args, namespace)
+
     def error(self, message):
         fail(parser_message(self, message))
+
+
+def _underscored(arg: str, known: set[str]) -> str:
+    name, eq, value = arg.partition("=")
+    alt = "--" + name[2:].replace("-", "_")
+    return alt + eq + value if name.startswith("--") and name not in known and alt in known else arg
 
 
 def parser_message(parser: argparse.ArgumentParser, message: str) -> str:

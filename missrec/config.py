@@ -10,6 +10,7 @@ from .fsutil import atomic_write_json
 
 
 ATTENTION_IMPLS = ("packed", "jagged", "padded")
+FUSIONS = ("dynamic_shared", "static")  # the one list: MISSRecConfig and args.ModelArgs check against it
 
 
 @dataclass
@@ -52,8 +53,8 @@ class MISSRecConfig:
     def __post_init__(self):
         if self.hidden_size % self.n_heads:
             raise ValueError(f"hidden_size {self.hidden_size} is not divisible by n_heads {self.n_heads}")
-        if self.fusion not in ("dynamic_shared", "static"):
-            raise ValueError(f"fusion must be 'dynamic_shared' or 'static', got {self.fusion!r}")
+        if self.fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {', '.join(FUSIONS)}, got {self.fusion!r}")
         if self.attention_impl not in ATTENTION_IMPLS:
             raise ValueError(f"attention_impl must be one of {', '.join(ATTENTION_IMPLS)}, got {self.attention_impl!r}")
         if self.interest_reg not in ("mean", "original"):

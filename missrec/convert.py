@@ -35,9 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "<name>.train/valid/test.inter and <name>.item2index): required for transductive "
                         "checkpoints (item-ID table), optional for inductive ones (keeps their interest clusters), "
                         "not needed for pretraining checkpoints")
-    p.add_argument("--allow-unknown", action="store_true",
+    p.add_argument("--allow_unknown", action="store_true",
                    help="drop state_dict keys that MISSRec does not have (listed in the report) instead of failing")
-    p.add_argument("--skip-feature-check", action="store_true",
+    p.add_argument("--skip_feature_check", action="store_true",
                    help="do not compare the checkpoint's stored feature tables with the dataset's feature files "
                         "(only for datasets whose features were re-extracted)")
     p.add_argument("--overwrite", action="store_true",

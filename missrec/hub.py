@@ -492,7 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how many times to download again after a dropped connection or a checksum mismatch "
                         "(default 3)")
     p.add_argument("--timeout", type=float, default=60.0, help="network timeout in seconds (default 60)")
-    p.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
+    p.add_argument("--no_progress", action="store_true", help="do not show a progress bar")
     return p
 
 

@@ -106,7 +106,7 @@ def _positive_int(text: str) -> int:
     return k
 
 
-def main(argv=None):
+def _recommend(argv) -> int:
     p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", help="Finetuned checkpoint folder (or .pth / registry name / Hub id).")
     p.add_argument("--data_root", required=True, help="Folder holding the dataset folder.")
@@ -119,12 +119,14 @@ def main(argv=None):
     rec = Recommender(a.checkpoint, a.data_root, a.dataset, a.device)
     for rank, (raw, score) in enumerate(rec.recommend(a.history, a.k, a.exclude_history), 1):
         print(f"{rank}\t{raw}\t{score:.4f}")
+    return 0
 
 
-def cli(argv=None):
+def main(argv=None) -> int:
+    """``missrec-recommend`` / python -m missrec.recommend: exit status 0, or 2 after one ``error:`` line."""
     from .cli import run
-    return run(main, argv)
+    return run(_recommend, argv, exit=False)
 
 
 if __name__ == "__main__":
-    cli()
+    sys.exit(main())

@@ -8,16 +8,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .evaluate import round_metrics
 from .fsutil import atomic_path, atomic_write_json, atomic_write_text
 
 
 def write_reports(out: Path, results: dict, history: list, *, title: str, footer: str,
                   plot: bool = True) -> None:
-    """``results`` holds ``valid``/``test`` metric dicts and ``metric``; ``history`` one dict per epoch."""
+    """``results`` holds ``valid``/``test`` metric dicts and ``metric``; ``history`` one dict per epoch.
+
+    results.json keeps every number at full precision (settings such as ``reg: 1e-5`` included);
+    only the markdown table rounds metrics to 4 decimals."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "results.json", round_metrics(results, 4))
+    atomic_write_json(out / "results.json", results)
     keys = list(results["test"].keys())
     lines = [f"# {title}", "", "| split | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
     for split in ("valid", "test"):

@@ -64,12 +64,15 @@ class EarlyStopping:
 
 @dataclass
 class TrainState:
-    epoch: int = 0  # epoch in progress (or next to start)
+    # Epochs are numbered from 1 wherever they are shown (logs, history, best_epoch, checkpoint-<N>
+    # = after epoch N), as in the graph baselines' loop; ``epoch`` counts the epochs completed, so
+    # the one in progress is ``epoch + 1``.
+    epoch: int = 0  # epochs completed (the 0-based index of the epoch in progress)
     step_in_epoch: int = 0  # optimiser steps done in that epoch
     global_step: int = 0
     epoch_started: bool = False  # interests of `epoch` were discovered and are in the checkpoint
     best_metric: float = -math.inf
-    best_epoch: int = -1
+    best_epoch: int = 0  # 1-based; 0: none yet
     bad_epochs: int = 0
     epoch_loss_sum: float = 0.0  # the running train loss of the epoch in progress (global mean per step)
     epoch_loss_steps: int = 0
@@ -259,7 +262,7 @@ class Trainer:
         resume = resolve_resume(args)
         if resume is not None:
             self.load_checkpoint(resume)
-            acc.print(f"resumed from {resume} at epoch {self.state.epoch}, step {self.state.global_step}")
+            acc.print(f"resumed from {resume} at epoch {self.state.epoch + 1}, step {self.state.global_step}")
         return self.state
 
     def _start_epoch(self) -> None:
@@ -268,7 +271,7 @@ class Trainer:
             info = self.task.on_epoch_start(st.epoch, self.acc)
             st.epoch_started = True
             if info:
-                self.acc.print(f"epoch {st.epoch}: interests K={info['k']}, k-means {info['n_iter']} iterations, "
+                self.acc.print(f"epoch {st.epoch + 1}: interests K={info['k']}, k-means {info['n_iter']} iterations, "
                                f"inertia {info['inertia']:.4g}")
         self.objective.train()
 
@@ -281,7 +284,7 @@ class Trainer:
             bar.update(1)
             if st.global_step % max(1, args.log_every) == 0 or st.step_in_epoch == self.batches.num_batches:
                 avg = st.epoch_loss_sum / st.epoch_loss_steps
-                bar.set_postfix(epoch=st.epoch, loss=f"{avg:.4f}")
+                bar.set_postfix(epoch=st.epoch + 1, loss=f"{avg:.4f}")
                 if args.log_with:
                     self.acc.log({"train/loss": avg, **{f"train/{k}": float(v) for k, v in logs.items()}},
                                  step=st.global_step)
@@ -307,7 +310,7 @@ class Trainer:
         step_loss, grad_norm = torch.stack([_mean_across(acc, loss_sum), self._grad_norm()]).tolist()
         if not (math.isfinite(step_loss) and math.isfinite(grad_norm)):
             raise TrainingDivergedError(
-                f"training diverged at step {st.global_step + 1} (epoch {st.epoch}): loss {step_loss}, gradient "
+                f"training diverged at step {st.global_step + 1} (epoch {st.epoch + 1}): loss {step_loss}, gradient "
                 f"norm {grad_norm}; stopped before applying it, nothing written since the last checkpoint; "
                 f"lower --learning_rate, set --max_grad_norm, or look for huge values in the feature files")
         self.optimizer.step()
@@ -339,8 +342,8 @@ class Trainer:
         args, acc, st = self.args, self.acc, self.state
         metrics = self.task.on_epoch_end(st.epoch, acc) or {}
         epoch_loss = st.epoch_loss_sum / max(st.epoch_loss_steps, 1)
-        st.history.append({"epoch": st.epoch, "train_loss": epoch_loss, **metrics})
-        acc.print(f"epoch {st.epoch}: train loss {epoch_loss:.4f}" + "".join(f", {k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
+        st.history.append({"epoch": st.epoch + 1, "train_loss": epoch_loss, **metrics})
+        acc.print(f"epoch {st.epoch + 1}: train loss {epoch_loss:.4f}" + "".join(f", {k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
         if args.log_with:
             acc.log({"epoch/train_loss": epoch_loss, **{f"epoch/{k}": v for k, v in metrics.items()}}, step=st.global_step)
         st.done = self._select(metrics)
@@ -358,7 +361,7 @@ class Trainer:
         if stop.metric not in metrics:
             raise ValueError(f"--metric: {stop.metric} is not among the epoch's metrics {sorted(metrics)}")
         if metrics[stop.metric] > st.best_metric:
-            st.best_metric, st.best_epoch, st.bad_epochs = metrics[stop.metric], st.epoch, 0
+            st.best_metric, st.best_epoch, st.bad_epochs = metrics[stop.metric], st.epoch + 1, 0
             self._write_folder(Path(stop.best_dir), resumable=False)
         else:
             st.bad_epochs += 1

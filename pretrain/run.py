@@ -5,7 +5,7 @@
 """
 import sys
 
-from missrec.recipes.pretrain import cli
+from missrec.recipes.pretrain import main
 
 if __name__ == "__main__":
-    sys.exit(cli())
+    sys.exit(main())

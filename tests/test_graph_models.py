@@ -110,7 +110,7 @@ def sample_root(tmp_path_factory):
 @pytest.mark.parametrize("name", ["lightgcn", "vbpr", "slmrec", "mmssl"])
 @pytest.mark.parametrize("dataset", ["sample_a", "sample_b"])
 def test_sample_targets_train_without_nan(sample_root, tmp_path, name, dataset):
-    from missrec.recipes.baselines import main
+    from missrec.recipes.baselines import run_baseline as main
 
     if name not in MODELS.available():
         pytest.skip(f"{name} is not implemented in this checkout")

@@ -134,7 +134,7 @@ def _write_slmrec(folder, data):
 
 @pytest.mark.parametrize("layout", ["mmssl", "slmrec"])
 def test_layout_configs_run_end_to_end(tmp_path, layout):
-    from missrec.recipes.baselines import main
+    from missrec.recipes.baselines import run_baseline as main
 
     data = _clustered()
     root = tmp_path / "data"

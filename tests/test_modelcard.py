@@ -16,7 +16,7 @@ ENCODER = {"model": "ViT-B-32", "pretrained": "openai",
 
 @pytest.fixture(scope="module")
 def finetuned(tmp_path_factory):
-    from missrec.recipes.finetune import main as finetune
+    from missrec.recipes.finetune import finetune
 
     root = tmp_path_factory.mktemp("card")
     folder = make_domain(root, "tiny")

@@ -240,7 +240,7 @@ def test_features_and_training_without_images(tmp_path, capsys, modalities):
 
     pytest.importorskip("open_clip")
     from missrec.features import extract
-    from missrec.recipes.finetune import main as finetune
+    from missrec.recipes.finetune import finetune
     from missrec.data.atomic import read_features
     from tests._features_helpers import TINY_MODEL, tiny_config_file
 

@@ -155,8 +155,8 @@ def test_ensure_sample_default_location_marker_and_regeneration(tmp_path, monkey
 
 
 def test_cli_prints_summary_and_baselines(tmp_path, capsys):
-    rc = main(["--root", str(tmp_path), "--seed", "2", "--n-sources", "1", "--source-items", "60",
-               "--source-users", "60", "--n-targets", "1", "--target-items", "80", "--target-users", "90"])
+    rc = main(["--root", str(tmp_path), "--seed", "2", "--n_sources", "1", "--source_items", "60",
+               "--source_users", "60", "--n_targets", "1", "--target_items", "80", "--target_users", "90"])
     out = capsys.readouterr().out
     assert rc == 0
     assert "sample_s0" in out and "sample_a" in out and "density" in out

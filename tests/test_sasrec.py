@@ -51,7 +51,7 @@ def test_attention_is_causal():
 
 
 def test_trains_with_the_shared_loop_beats_popularity_and_reloads(tmp_path):
-    from missrec.recipes.finetune import main as finetune
+    from missrec.recipes.finetune import finetune
     from missrec.baselines import PopularityScorer
     from missrec.data.atomic import load_dataset
     from missrec.evaluate import evaluate
@@ -83,7 +83,7 @@ def test_trains_with_the_shared_loop_beats_popularity_and_reloads(tmp_path):
 
 
 def test_sasrec_refuses_pretrained(tmp_path):
-    from missrec.recipes.finetune import main as finetune
+    from missrec.recipes.finetune import finetune
 
     _successor_dataset(tmp_path)
     from missrec.errors import UserError
@@ -92,7 +92,7 @@ def test_sasrec_refuses_pretrained(tmp_path):
 
 
 def test_table_prints_sasrec_beside_missrec_and_popularity(tmp_path, capsys):
-    from missrec.recipes.table import main as table
+    from missrec.recipes.table import run_table as table
     from tests._tiny import make_domain
 
     make_domain(tmp_path, "tiny")

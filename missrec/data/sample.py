@@ -52,6 +52,7 @@ from filelock import FileLock
 
 from ..errors import UserError
 from ..fsutil import atomic_dir, atomic_write_json, atomic_write_text, sha256_file
+from .split import leave_one_out, padded
 from .atomic import (FEATURE_SUFFIXES, MAX_LEN, Split, write_dataset, write_features,
                      write_index_map, write_inter, write_text)
 
@@ -406,23 +407,13 @@ def _write_pngs(folder: Path, raw_ids, pixels: np.ndarray, skip: np.ndarray) -> 
 
 # ----------------------------------------------------------------------------- splits
 def _splits(seqs: np.ndarray, lens: np.ndarray, offset: int, max_hist: int = MAX_LEN) -> dict[str, Split]:
-    """Leave-one-out, vectorised: train rows are every prefix of
-    ``items[:-2]`` with a history of >= 1, valid predicts ``items[-2]``, test ``items[-1]``;
-    histories keep their last ``max_hist`` items. ``offset`` turns 0-based indices into ids."""
-    n_users = len(lens)
-    n_train = np.maximum(lens - 3, 0)
-    tr_user = np.repeat(np.arange(n_users), n_train)
-    tr_k = np.arange(n_train.sum()) - np.repeat(np.cumsum(n_train) - n_train, n_train) + 1
+    """The leave-one-out splits (missrec/data/split.py) of the padded sequences ``seqs[u, :lens[u]]``;
+    ``offset`` turns 0-based indices into ids."""
+    items = seqs[np.arange(seqs.shape[1])[None, :] < lens[:, None]]
     out = {}
-    for split, user, k in (("train", tr_user, tr_k), ("valid", np.arange(n_users), lens - 2),
-                           ("test", np.arange(n_users), lens - 1)):
-        h = np.minimum(k, max_hist)
-        pos = np.arange(max_hist)[None, :]
-        src = k[:, None] - h[:, None] + pos
-        valid = pos < h[:, None]
-        seq = np.where(valid, seqs[user[:, None], np.clip(src, 0, seqs.shape[1] - 1)] + offset, 0)
-        out[split] = Split(user=user, seq=seq.astype(np.int64), length=h.astype(np.int64),
-                           target=(seqs[user, k] + offset).astype(np.int64))
+    for split, rows in leave_one_out(np.concatenate([[0], np.cumsum(lens)]), max_hist).items():
+        seq, length, target = padded(items, rows, max_hist, offset)
+        out[split] = Split(user=rows.user, seq=seq, length=length, target=target)
     return out
 
 

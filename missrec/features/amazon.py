@@ -50,6 +50,7 @@ from tqdm import tqdm
 
 from missrec import cli
 from missrec.data.atomic import INTER_HEADER, MAX_LEN, DataFormatError, write_index_map, write_meta, write_text
+from missrec.data.split import kcore, split_rows, write_rows  # noqa: F401 - split_rows: re-exported
 from missrec.fsutil import atomic_path, atomic_write_text
 
 # The paper's pretraining domains (Food, Home, CDs, Kindle, Movies), in the dumps' file names.
@@ -210,20 +211,6 @@ class _Interner:
         return i
 
 
-def kcore(users: np.ndarray, items: np.ndarray, k: int, n_users: int, n_items: int) -> tuple[np.ndarray, int]:
-    """Mask of interactions in the k-core (every kept user and item has >= k); iterated to a fixed point."""
-    mask = np.ones(len(users), dtype=bool)
-    rounds = 0
-    while True:
-        rounds += 1
-        cu = np.bincount(users[mask], minlength=n_users)
-        ci = np.bincount(items[mask], minlength=n_items)
-        new = mask & (cu[users] >= k) & (ci[items] >= k)
-        if new.sum() == mask.sum():
-            return mask, rounds
-        mask = new
-
-
 def _counts(step: str, users: np.ndarray, items: np.ndarray) -> dict:
     nu, ni, n = len(np.unique(users)), len(np.unique(items)), len(users)
     return {"step": step, "users": nu, "items": ni, "interactions": n,
@@ -328,28 +315,8 @@ def prepare_category(reviews: Path, meta: Path, release: str, kcore_k: int = 5,
 
 
 # ----------------------------------------------------------------------------- writing
-def split_rows(seq: Sequence[int], max_len: int = MAX_LEN):
-    """Leave-one-out rows: ("train"|"valid"|"test", history, target)."""
-    n = len(seq)
-    for k in range(1, n - 2):
-        yield "train", seq[max(0, k - max_len):k], seq[k]
-    if n >= 3:
-        yield "valid", seq[max(0, n - 2 - max_len):n - 2], seq[n - 2]
-    if n >= 2:
-        yield "test", seq[max(0, n - 1 - max_len):n - 1], seq[n - 1]
-
-
 def _write_rows(files: dict, prep: Prepared, max_len: int, user_tok, item_tok) -> dict:
-    n = dict.fromkeys(files, 0)
-    for u, seq in prep.sequences():
-        seq = seq.tolist()
-        ut = user_tok(u)
-        for split, hist, target in split_rows(seq, max_len):
-            f = files.get(split)
-            if f is not None:
-                f.write(f"{ut}\t{' '.join(item_tok(x) for x in hist)}\t{item_tok(target)}\n")
-                n[split] += 1
-    return n
+    return write_rows(files, prep.seq_items, prep.seq_bounds, max_len, user_tok, item_tok)
 
 
 @contextlib.contextmanager

@@ -47,6 +47,7 @@ from tqdm import tqdm
 
 from .. import cli
 from ..data.atomic import INTER_HEADER, MAX_LEN, DataFormatError, write_index_map, write_meta, write_text
+from ..data.split import kcore, split_rows, write_rows  # noqa: F401 - split_rows: re-exported
 from ..fsutil import atomic_path
 
 ML100K_GENRES = ("unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
@@ -298,19 +299,6 @@ def _raw_order(names: Sequence[str]) -> list[str]:
     return sorted(names)
 
 
-def kcore(users: np.ndarray, items: np.ndarray, k: int) -> tuple[np.ndarray, int]:
-    mask = np.ones(len(users), dtype=bool)
-    rounds = 0
-    while True:
-        rounds += 1
-        cu = np.bincount(users[mask], minlength=users.max(initial=-1) + 1)
-        ci = np.bincount(items[mask], minlength=items.max(initial=-1) + 1)
-        new = mask & (cu[users] >= k) & (ci[items] >= k)
-        if new.sum() == mask.sum():
-            return mask, rounds
-        mask = new
-
-
 @dataclass
 class Prepared:
     item_ids: list[str]
@@ -421,17 +409,6 @@ def prepare(path: Path, subset: Subset, label: str = "movielens") -> tuple[Prepa
 
 
 # ----------------------------------------------------------------------------- writing
-def split_rows(seq: Sequence[int], max_len: int = MAX_LEN):
-    """Leave-one-out rows: ("train"|"valid"|"test", history, target); train = every prefix of items[:-2]."""
-    n = len(seq)
-    for k in range(1, n - 2):
-        yield "train", seq[max(0, k - max_len):k], seq[k]
-    if n >= 3:
-        yield "valid", seq[max(0, n - 2 - max_len):n - 2], seq[n - 2]
-    if n >= 2:
-        yield "test", seq[max(0, n - 1 - max_len):n - 1], seq[n - 1]
-
-
 def write_dataset(out_root: Path, name: str, prep: Prepared, max_len: int, source: dict, subset: Subset) -> Path:
     folder = Path(out_root) / name
     folder.mkdir(parents=True, exist_ok=True)
@@ -442,10 +419,7 @@ def write_dataset(out_root: Path, name: str, prep: Prepared, max_len: int, sourc
             tmp = stack.enter_context(atomic_path(folder / f"{name}.{s}.inter"))
             files[s] = stack.enter_context(open(tmp, "w", encoding="utf-8", newline="\n"))
             files[s].write(INTER_HEADER + "\n")
-        for u, seq in prep.sequences():
-            for s, hist, target in split_rows(seq.tolist(), max_len):
-                files[s].write(f"{u}\t{' '.join(map(str, hist))}\t{target}\n")
-                rows[s] += 1
+        rows = write_rows(files, prep.seq_items, prep.seq_bounds, max_len, str, str)
         for f in files.values():
             f.close()
     write_index_map(folder / f"{name}.item2index", prep.item_ids)

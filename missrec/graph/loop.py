@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from ..args import at_least, check_fields, check_metric, one_of, parse_ks
 from ..reports import write_reports as _write_reports
 from .data import GraphData
 from .evaluate import evaluate_data
@@ -37,9 +38,15 @@ class FitArgs:
     plot: bool = field(default=True, metadata={"help": "Write curves.png."})
     progress: bool = field(default=True, metadata={"help": "Print one line per epoch."})
 
+    def __post_init__(self):
+        one = at_least(1)
+        check_fields(self, epochs=one, patience=one, eval_every=one, eval_batch_size=one,
+                     ndcg=one_of("standard", "legacy"), test_graph=one_of("auto", *TEST_GRAPHS))
+        check_metric(self.metric, self.ks, kinds=("recall", "precision", "ndcg", "hit"))
+
     @property
     def ks_tuple(self) -> tuple[int, ...]:
-        return tuple(int(k) for k in self.ks.split(",") if k.strip())
+        return parse_ks(self.ks)
 
 
 TEST_GRAPHS = ("train", "train+valid")
@@ -77,9 +84,7 @@ def _check_finite(stats: dict, epoch: int) -> None:
 
 def fit(model, data: GraphData, args: FitArgs, name: str | None = None) -> dict:
     """Train ``model`` on ``data``; return (and write, if ``args.output_dir``) the results dict."""
-    ks = args.ks_tuple
-    if args.metric.split("@")[0] not in ("recall", "precision", "ndcg", "hit") or int(args.metric.split("@")[1]) not in ks:
-        raise ValueError(f"--metric {args.metric}: expected recall|precision|ndcg|hit@K with K in --ks {args.ks}")
+    ks = args.ks_tuple  # --metric and --ks were checked when FitArgs was made
     if not any(len(v) for v in data.valid):
         raise ValueError(f"{data.name}: no validation items (model selection needs a validation split)")
     test_graph = resolve_test_graph(args.test_graph, data)
@@ -143,7 +148,7 @@ def fit(model, data: GraphData, args: FitArgs, name: str | None = None) -> dict:
 
 
 def write_reports(out: Path, results: dict, plot: bool = True) -> None:
-    """results.json (rounded), results.md (valid/test table) and curves.png, each written atomically."""
+    """results.json (full precision), results.md (valid/test table) and curves.png, each written atomically."""
     _write_reports(out, results, results["history"], plot=plot,
           title=f"{results['dataset']} — {results['model']} (NDCG: {results['ndcg']})",
           footer=f"test graph: {results.get('test_graph', 'train')}; "

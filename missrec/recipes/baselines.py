@@ -12,8 +12,9 @@ Data formats (--format): ``atomic`` (this project's folders: <data_root>/<datase
 
 A --config YAML holds option values of this script (``epochs: 200``) plus model
 hyper-parameters: a ``model_cfg:`` mapping (applies to whichever --model runs) and/or one mapping
-per model name (``slmrec: {lr: 0.001}``; it wins over model_cfg). ``--model_opts "lr=0.01,ssl_task=FD"``
-overrides single model hyper-parameters from the command line.
+per model name (``slmrec: {lr: 1e-3}``; it wins over model_cfg). ``--model_opts "lr=1e-3,ssl_task=FD"``
+overrides single model hyper-parameters from the command line. Every value is read as YAML 1.2
+(``1e-3`` is a number) and must have the type of the model's default (missrec/graph/<model>.py).
 
 Model selection uses the validation split only; test is evaluated once, at the best validation
 epoch, over the graph --test_graph names (auto: train+valid for the atomic and slmrec layouts,
@@ -22,15 +23,23 @@ the popularity baseline on the same splits).
 """
 from __future__ import annotations
 
-import argparse
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
-BASELINE_DEFAULTS = {"output_dir": "", "epochs": 1000, "patience": 8}
+from ..args import InvalidOption, check_fields, config_path, coerce_like, one_of, parse, with_defaults, yaml_scalar
+from ..cli import entry_status, run
+from ..errors import OptionError
+from ..graph import MODELS
+from ..graph.loop import FitArgs
+
+BaselineFitArgs = with_defaults(FitArgs, "BaselineFitArgs", "The graph training loop's options, with the recipe's defaults.",
+                                output_dir="outputs/baselines/{dataset}-{model}",
+                                helps={"output_dir": "Where results.json / results.md / curves.png go ({dataset} and {model} "
+                                                     "are replaced by --dataset and --model)."})
 
 
 @dataclass
@@ -44,6 +53,11 @@ class DataArgs:
     valid_seed: int = field(default=2021, metadata={"help": "slmrec format: seed of the validation split."})
     modalities: str = field(default="", metadata={"help": "Comma-separated feature names to use (empty: all the dataset has)."})
 
+    def __post_init__(self):
+        check_fields(self, format=one_of("atomic", "mmssl", "slmrec"), model=one_of(*MODELS.keys()),
+                     valid_ratio=((lambda v: 0 < v < 1), "must lie in (0, 1)"))
+        parse_opts(self.model_opts)  # key=value syntax, checked here; types once the model is known
+
 
 def load_data(a: DataArgs):
     from ..graph.data import load_atomic, load_mmssl, load_slmrec
@@ -56,43 +70,37 @@ def load_data(a: DataArgs):
         mods = tuple(m for m in a.modalities.split(",") if m) or ("text", "image")
         return load_atomic(root, a.dataset, modalities=mods)
     if not a.data_root:
-        raise ValueError(f"--data_root: required with --format {a.format}")
+        raise OptionError("--data_root", f"required with --format {a.format}")
     if a.format == "mmssl":
         return load_mmssl(a.data_root)
-    if a.format == "slmrec":
-        return load_slmrec(a.data_root, a.dataset, a.valid_ratio, a.valid_seed)
-    raise ValueError(f"--format: expected atomic, mmssl or slmrec, got {a.format!r}")
-
-
-def _split_config(path: str | None, model_names) -> tuple[dict, dict, dict]:
-    """(script options, model_cfg, per-model sections) of a --config YAML."""
-    if not path:
-        return {}, {}, {}
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"--config {p}: file not found")
-    try:
-        values = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        raise ValueError(f"--config {p}: not valid YAML ({e})") from None
-    if not isinstance(values, dict):
-        raise ValueError(f"--config {p}: expected a mapping of option: value")
-    per_model = {k: values.pop(k) for k in list(values) if k in model_names}
-    model_cfg = values.pop("model_cfg", None) or {}
-    for k, v in [("model_cfg", model_cfg), *per_model.items()]:
-        if not isinstance(v, dict):
-            raise ValueError(f"--config {p}: '{k}' must be a mapping of hyper-parameter: value")
-    return values, model_cfg, per_model
+    return load_slmrec(a.data_root, a.dataset, a.valid_ratio, a.valid_seed)
 
 
 def parse_opts(s: str) -> dict:
+    """``"lr=1e-3,ssl_task=FD"`` -> {"lr": 0.001, "ssl_task": "FD"} (values read as YAML 1.2 scalars)."""
     out = {}
     for part in filter(None, (x.strip() for x in s.split(","))):
         if "=" not in part:
-            raise ValueError(f"--model_opts: expected key=value, got {part!r}")
+            raise InvalidOption("model_opts", f"expected key=value, got {part!r}")
         k, v = part.split("=", 1)
-        out[k.strip()] = yaml.safe_load(v)
+        out[k.strip()] = yaml_scalar(v.strip())
     return out
+
+
+def model_config(model: str, sections: dict, model_opts: str, config: str | None) -> dict:
+    """The model's hyper-parameters: ``model_cfg:`` < the ``<model>:`` section < ``--model_opts``,
+    each value converted to the type of the model's default; a wrong type or an unknown name is
+    one line naming the file and key (or --model_opts)."""
+    defaults = MODELS[model].defaults
+    cfg = {}
+    for where, values in ((f"{config}: model_cfg", sections.get("model_cfg", {})),
+                          (f"{config}: {model}", sections.get(model, {})), ("--model_opts", parse_opts(model_opts))):
+        for k, v in values.items():
+            if k not in defaults:
+                raise OptionError(f"{where}.{k}" if where != "--model_opts" else f"--model_opts {k}",
+                                  f"not an option of {model} (known: {', '.join(sorted(defaults))})")
+            cfg[k] = coerce_like(f"{where}.{k}" if where != "--model_opts" else f"--model_opts {k}", v, defaults[k])
+    return cfg
 
 
 def popularity(data) -> tuple[torch.Tensor, torch.Tensor]:
@@ -101,31 +109,20 @@ def popularity(data) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.ones(data.n_users, 1), torch.from_numpy(cnt)[:, None]
 
 
-def main(argv=None):
-    import sys
-
-    from ..args import parse
-    from ..graph import MODELS
+def run_baseline(argv=None) -> dict:
+    """Parse ``argv``, train and test one graph baseline, write the reports; return the results dict."""
     from ..graph.evaluate import evaluate_multi
-    from ..graph.loop import FitArgs, fit, resolve_test_graph, observed_for_test
+    from ..graph.loop import fit, resolve_test_graph, observed_for_test
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--config", default=None)
-    known, rest = pre.parse_known_args(argv)
-    script, model_cfg, per_model = _split_config(known.config, set(MODELS.keys()))
-    valid = {f for t in (DataArgs, FitArgs) for f in t.__dataclass_fields__}
-    unknown = sorted(set(script) - valid)
-    if unknown:
-        raise ValueError(f"--config {known.config}: unknown options {unknown}")
-    dargs, fargs = parse((DataArgs, FitArgs), rest, description=__doc__, defaults={**BASELINE_DEFAULTS, **script})
-    if dargs.model not in MODELS:
-        raise ValueError(f"--model: expected one of {', '.join(MODELS.keys())}, got {dargs.model!r}")
-    cfg = {**model_cfg, **per_model.get(dargs.model, {}), **parse_opts(dargs.model_opts)}
+    dargs, fargs, sections = parse((DataArgs, BaselineFitArgs), argv, description=__doc__,
+                                   sections=("model_cfg", *MODELS.keys()))
+    cfg = model_config(dargs.model, sections, dargs.model_opts, config_path(argv))
     if dargs.modalities and dargs.model != "lightgcn":
         cfg.setdefault("modalities", [m for m in dargs.modalities.split(",") if m])
+    fargs.output_dir = fargs.output_dir.format(dataset=dargs.dataset, model=dargs.model)
     if not fargs.output_dir:
-        fargs.output_dir = f"outputs/baselines/{dargs.dataset}-{dargs.model}"
+        raise OptionError("--output_dir", "must name a folder (the reports are written there)")
     data = load_data(dargs)
     print(f"{data.name}: {data.n_users} users, {data.n_items} items, {data.n_train} train / "
           f"{sum(len(v) for v in data.valid)} valid / {sum(len(t) for t in data.test)} test interactions; "
@@ -162,3 +159,8 @@ def main(argv=None):
           + f" (best epoch {results['best_epoch']}); popularity recall@20 {p['recall@20']:.4f}; "
           f"results in {Path(fargs_out) / 'results.json'}")
     return results
+
+
+def main(argv=None) -> int:
+    """``missrec-baselines`` / baselines/run.py: exit status 0, or 2 after one ``error:`` line."""
+    return run(entry_status(run_baseline), argv, exit=False)

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
+
+from ..cli import ArgumentParser, run
 
 COLS = ("recall@10", "ndcg@10", "recall@20", "ndcg@20", "recall@50", "ndcg@50")
 
@@ -47,8 +50,13 @@ def table(paths, cols=COLS) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv=None) -> int:
+    """``missrec-compare`` / baselines/compare.py: exit status 0, or 2 after one ``error:`` line."""
+    return run(_compare, argv, exit=False)
+
+
+def _compare(argv) -> int:
+    p = ArgumentParser(prog="missrec-compare", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("results", nargs="+", help="results.json files or the folders holding them")
     p.add_argument("--out", default="", help="Also write the table here (markdown).")
     a = p.parse_args(argv)
@@ -57,4 +65,8 @@ def main(argv=None):
     if a.out:
         from ..fsutil import atomic_write_text
         atomic_write_text(a.out, t + "\n")
-    return t
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -18,9 +18,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from missrec.args import TrainArgs, at_least, check_fields, check_metric, one_of, parse_ks, with_defaults
+from missrec.cli import entry_status, run
+
 # An epoch checkpoint every epoch (only the newest kept) makes --resume_from latest lose at most one epoch.
-FINETUNE_DEFAULTS = {"epochs": 300, "train_batch_size": 512, "eval_batch_size": 1024, "interest_ratio": 0.5,
-                     "save_every": 1, "save_total_limit": 1, "output_dir": "outputs/finetune"}
+FinetuneTrainArgs = with_defaults(TrainArgs, "FinetuneTrainArgs", "The training loop's options, with finetuning's defaults.",
+                                  output_dir="outputs/finetune", epochs=300, train_batch_size=512, interest_ratio=0.5,
+                                  save_every=1, save_total_limit=1)
 
 
 @dataclass
@@ -37,9 +41,13 @@ class FinetuneArgs:
     plot: bool = field(default=True, metadata={"help": "Write curves.png (train loss and validation metric per epoch)."})
     model: str = field(default="missrec", metadata={"help": "missrec, or sasrec: the ID-only SASRec baseline (hidden 64, 2 layers, 2 heads, dropout 0.5; only max_seq_length of the model options applies)."})
 
+    def __post_init__(self):
+        check_fields(self, mode=one_of("transductive", "inductive"), patience=at_least(1))
+        check_metric(self.metric, self.ks)
+
     @property
     def ks_tuple(self):
-        return tuple(int(k) for k in self.ks.split(",") if k.strip())
+        return parse_ks(self.ks)
 
 
 def build_model(margs, fargs, ds, n_items):
@@ -75,8 +83,9 @@ def write_reports(out: Path, results: dict, history: list, plot: bool) -> None:
                  f"trainable parameters {results['trainable_params']:,} of {results['total_params']:,}")
 
 
-def main(argv=None):
-    from missrec.args import ModelArgs, TrainArgs, parse
+def finetune(argv=None) -> dict:
+    """Parse ``argv``, train, test the best epoch, write the reports; return the results dict."""
+    from missrec.args import ModelArgs, parse
     from missrec.data.atomic import load_dataset
     from missrec.items import ItemTable
     from missrec.errors import OptionError
@@ -84,8 +93,7 @@ def main(argv=None):
     from missrec.tasks import FinetuneTask
     from missrec.trainer import EarlyStopping, Trainer, make_accelerator
 
-    margs, targs, fargs = parse((ModelArgs, TrainArgs, FinetuneArgs), argv, description=__doc__,
-                                defaults=FINETUNE_DEFAULTS)
+    margs, targs, fargs = parse((ModelArgs, FinetuneTrainArgs, FinetuneArgs), argv, description=__doc__)
     if fargs.model not in ("missrec", "sasrec"):
         raise OptionError("--model", f"must be missrec or sasrec, got {fargs.model!r}")
     if fargs.peft is None:
@@ -139,9 +147,6 @@ def main(argv=None):
     return results
 
 
-def cli(argv=None) -> int:
-    """Console-script entry: one-line errors; exit status 0 (main's return value is for callers)."""
-    from missrec.cli import run
-    run(main, argv)
-    return 0
-
+def main(argv=None) -> int:
+    """``missrec-finetune`` / finetune/run.py: exit status 0, or 2 after one ``error:`` line."""
+    return run(entry_status(finetune), argv, exit=False)

@@ -4,14 +4,20 @@
     accelerate launch --config_file launch/gpu8.yaml pretrain/run.py --config pretrain/configs/fhckm.yaml
     python pretrain/run.py --data_root DIR --dataset FHCKM_mm_full --epochs 100 ...
 
-With no --config and no --data_root the embedded sample is generated (first use) and
-missrec/recipes/pretrain_sample.yaml (shipped with the package) supplies the defaults.
+The defaults shown by --help are those of a run on your own data (--data_root): the paper's
+model sizes, the same as finetuning's (max_seq_length 50, dropout 0.5, inner_size 256), so a
+checkpoint pretrained with them finetunes with no change of settings. With no --config and no
+--data_root the embedded sample is generated (first use) and its CPU-sized recipe
+missrec/recipes/pretrain_sample.yaml (shipped with the package) supplies the values instead.
 """
 from __future__ import annotations
 
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from missrec.args import NON_NEGATIVE, check_fields, one_of
+from missrec.cli import entry_status, run
 
 SAMPLE_CONFIG = Path(__file__).resolve().with_name("pretrain_sample.yaml")
 
@@ -26,8 +32,13 @@ class PretrainArgs:
     mask_false_negatives: bool = field(default=False, metadata={"help": "Mask in-batch negatives whose target equals the row's target."})
     init_from: str = field(default="", metadata={"help": "Start from this checkpoint's weights (folder, .pth, registry name or Hub id)."})
 
+    def __post_init__(self):
+        check_fields(self, lambda_seq=NON_NEGATIVE, augmentation=one_of("auto", "item_drop", "word_drop", "both"),
+                     item_keep_prob=((lambda v: 0 < v <= 1), "must lie in (0, 1]"))
 
-def main(argv=None):
+
+def pretrain(argv=None):
+    """Parse ``argv`` and pretrain; return the final training state."""
     from missrec.args import ModelArgs, TrainArgs, parse
     from missrec.config import MISSRecConfig
     from missrec.data.atomic import load_dataset
@@ -37,10 +48,14 @@ def main(argv=None):
     from missrec.trainer import Trainer, make_accelerator
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    use_sample = not any(a.startswith(("--config", "--data_root")) for a in argv)
+    use_sample = not any(a.startswith(("--config", "--data_root", "-h", "--help")) for a in argv)
     margs, targs, pargs = parse((ModelArgs, TrainArgs, PretrainArgs), argv, description=__doc__,
                                 defaults_yaml=str(SAMPLE_CONFIG) if use_sample else None)
     acc = make_accelerator(targs)
+    if use_sample:
+        acc.print(f"the embedded sample: settings from {SAMPLE_CONFIG} (hidden {margs.hidden_size}, "
+                  f"max_seq_length {margs.max_seq_length}, {targs.epochs} epochs); --data_root DIR runs on your "
+                  "data with the defaults that --help shows")
     if not pargs.data_root:
         from missrec.data.sample import ensure_sample
         with acc.main_process_first():
@@ -79,9 +94,6 @@ def main(argv=None):
     return state
 
 
-def cli(argv=None) -> int:
-    """Console-script entry: one-line errors; exit status 0 (main's return value is for callers)."""
-    from missrec.cli import run
-    run(main, argv)
-    return 0
-
+def main(argv=None) -> int:
+    """``missrec-pretrain`` / pretrain/run.py: exit status 0, or 2 after one ``error:`` line."""
+    return run(entry_status(pretrain), argv, exit=False)

@@ -14,6 +14,11 @@ from ..data.sample import SampleConfig, ensure_sample, format_summary, read_summ
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``missrec-sample``: exit status 0, or 2 after one ``error:`` line."""
+    return run(_main, argv, exit=False)
+
+
+def _main(argv: Sequence[str]) -> int:
     ap = ArgumentParser(
         prog="missrec-sample",
         description="Generate (if needed) the embedded synthetic multi-domain sample under ROOT/sample and print "
@@ -23,16 +28,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="data root; the sample goes to ROOT/sample (default: $MISSREC_DATA_ROOT or ./data)")
     ap.add_argument("--seed", type=int, default=0, help="generator seed (same seed => identical files; default 0)")
     ap.add_argument("--force", action="store_true", help="regenerate even if a complete sample with this seed exists")
-    ap.add_argument("--no-baselines", action="store_true", help="skip the baseline evaluation")
+    ap.add_argument("--no_baselines", action="store_true", help="skip the baseline evaluation")
     defaults = SampleConfig()
     helps = {"n_sources": "number of source domains, pooled into the pretraining corpus sample_pt",
              "n_targets": "number of small target domains sample_a, sample_b, ...",
              "source_items": "items per source domain", "source_users": "users per source domain",
              "target_items": "items per target domain", "target_users": "users per target domain"}
     for f, h in helps.items():
-        ap.add_argument("--" + f.replace("_", "-"), type=int, default=getattr(defaults, f), metavar="N",
+        ap.add_argument("--" + f, type=int, default=getattr(defaults, f), metavar="N",
                         help=f"{h} (default {getattr(defaults, f)})")
-    ap.add_argument("--source-images", action="store_true",
+    ap.add_argument("--source_images", action="store_true",
                     help="also write PNGs for the source domains (sample_pt/images/<domain>/)")
     args = ap.parse_args(argv)
     sizes = {f: getattr(args, f) for f in helps}
@@ -51,10 +56,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-
-def cli(argv=None):
-    return run(main, argv)
-
-
 if __name__ == "__main__":
-    sys.exit(cli())
+    sys.exit(main())

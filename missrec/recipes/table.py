@@ -2,20 +2,52 @@
 
 Settings (rows of the MISSRec README table): with/without item IDs (transductive/inductive) x
 with/without pretraining, then the ID-only SASRec baseline and popularity; each row gives the
-wall time it took. Without --pretrained only the from-scratch settings run. Every option after
-the script's own is passed to finetune/run.py for every run (e.g. --config, --data_root,
---epochs, --interest_reg original|mean for the form of the interest regulariser). Results of each run go to
+wall time it took; its columns are Recall and NDCG at every cut-off of --ks. Without --pretrained
+only the from-scratch settings run. Every option but --settings is finetuning's and is passed to
+finetune/run.py for every run (e.g. --config, --data_root, --epochs, --interest_reg original|mean
+for the form of the interest regulariser). Results of each run go to
 <output_dir>/<id|noid>-<pt|scratch>/, the table to <output_dir>/table.md and table.json.
 
     python finetune/table.py --config finetune/configs/scientific.yaml --pretrained MISSRec-FHCKM_mm_full-100.pth
 """
 from __future__ import annotations
 
-import argparse
+import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
-COLS = ("recall@10", "ndcg@10", "recall@50", "ndcg@50")
+from missrec.args import InvalidOption
+from missrec.cli import entry_status, run
+
+PAPER_COLS = ("recall@10", "ndcg@10", "recall@50", "ndcg@50")  # the cut-offs of the paper's table
+SETTING_TAGS = ("id-scratch", "id-pt", "noid-scratch", "noid-pt", "sasrec")
+
+
+@dataclass
+class TableArgs:
+    """The table's own option (--pretrained, the checkpoint of the pretrained rows, is finetuning's)."""
+
+    settings: str = field(default="all", metadata={"help": "Comma-separated subset of " + ",".join(SETTING_TAGS) + " (or all)."})
+
+    def __post_init__(self):
+        wanted = set(self.settings.split(",")) - {"all"}
+        if wanted - set(SETTING_TAGS):
+            raise InvalidOption("settings", f"unknown setting(s) {', '.join(sorted(wanted - set(SETTING_TAGS)))}; "
+                                            f"choose from {','.join(SETTING_TAGS)} or all")
+
+    @property
+    def wanted(self) -> set[str] | None:
+        return None if self.settings == "all" else set(self.settings.split(","))
+
+
+def columns(ks) -> list[str]:
+    """Recall and NDCG at every cut-off of --ks, in order: R@10, N@10, R@20, N@20, ..."""
+    return [f"{m}@{k}" for k in ks for m in ("recall", "ndcg")]
+
+
+def _short(col: str) -> str:
+    return col.replace("recall@", "R@").replace("ndcg@", "N@")
 # The MISSRec README's results (R@10, N@10, R@50, N@50), keyed by (dataset, with_id, pretrained).
 PAPER = {
     ("Scientific", True, False): (0.1282, 0.0711, 0.2376, 0.0946), ("Scientific", True, True): (0.1360, 0.0753, 0.2431, 0.0983),
@@ -37,7 +69,7 @@ def paper_key(dataset: str) -> str | None:
     return base if any(k[0] == base for k in PAPER) else None
 
 
-def baselines(data_root: str, dataset: str, max_len: int) -> dict:
+def baselines(data_root: str, dataset: str, max_len: int, ks=(10, 20, 50)) -> dict:
     """Popularity on the test split, by the same evaluator (a floor every setting should clear)."""
     from missrec.baselines import PopularityScorer
     from missrec.data.atomic import load_dataset
@@ -45,81 +77,88 @@ def baselines(data_root: str, dataset: str, max_len: int) -> dict:
 
     ds = load_dataset(data_root, dataset, max_len=max_len, require_features=())
     pop = PopularityScorer.from_split(ds.splits["train"], ds.n_items)
-    return {"popularity": evaluate(pop, ds.splits["test"], ds.n_items, progress=False)}
+    return {"popularity": evaluate(pop, ds.splits["test"], ds.n_items, ks=tuple(ks), progress=False)}
 
 
 def _duration(seconds: float) -> str:
     return f"{seconds:.1f} s" if seconds < 100 else f"{seconds / 60:.1f} min"
 
 
-def main(argv=None):
-    from missrec.args import ModelArgs, TrainArgs, parse
+def run_table(argv=None) -> list:
+    """Parse ``argv`` (the table's --settings plus finetuning's options), run the settings, print and
+    write the table; return its rows."""
+    from missrec.args import ModelArgs, parse
     from missrec.data.sample import ensure_sample
-    from missrec.evaluate import round_metrics
+    from missrec.errors import OptionError
     from missrec.fsutil import atomic_write_json, atomic_write_text
     from missrec.recipes import finetune as ft
 
-    from missrec.cli import ArgumentParser
-    from missrec.errors import OptionError
-    pre = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    pre.add_argument("--pretrained", default="none", help="Checkpoint for the two pretrained settings (none: skip them).")
-    pre.add_argument("--settings", default="all",
-                     help="Comma-separated subset of id-scratch,id-pt,noid-scratch,noid-pt,sasrec.")
-    own, rest = pre.parse_known_args(argv)
-    margs, targs, fargs = parse((ModelArgs, TrainArgs, ft.FinetuneArgs), rest, defaults=ft.FINETUNE_DEFAULTS)
-    wanted = None if own.settings == "all" else set(own.settings.split(","))
-    known = {"id-scratch", "id-pt", "noid-scratch", "noid-pt", "sasrec"}
-    if wanted and wanted - known:
-        raise OptionError("--settings", f"unknown setting(s) {', '.join(sorted(wanted - known))}; "
-                                        f"choose from {','.join(sorted(known))} or all")
-    no_pt = own.pretrained.lower() == "none"
+    argv = list(sys.argv[1:] if argv is None else argv)
+    margs, targs, fargs, own = parse((ModelArgs, ft.FinetuneTrainArgs, ft.FinetuneArgs, TableArgs), argv,
+                                     description=__doc__)
+    rest = _without(argv, "--settings")  # finetuning's options, passed to every run
+    wanted, pretrained = own.wanted, fargs.pretrained
+    no_pt = pretrained.lower() == "none"
     if wanted and no_pt and wanted & {"id-pt", "noid-pt"}:
         raise OptionError("--pretrained", "the id-pt / noid-pt settings need --pretrained CHECKPOINT")
     data_root = fargs.data_root or str(ensure_sample())
     base_out = Path(targs.output_dir)
+    cols = columns(fargs.ks_tuple)
     rows = []
-    for with_id, pretrained in SETTINGS + [("sasrec", False)]:
-        tag = "sasrec" if with_id == "sasrec" else f"{'id' if with_id else 'noid'}-{'pt' if pretrained else 'scratch'}"
-        if (wanted and tag not in wanted) or (pretrained and no_pt):
+    for with_id, with_pt in SETTINGS + [("sasrec", False)]:
+        tag = "sasrec" if with_id == "sasrec" else f"{'id' if with_id else 'noid'}-{'pt' if with_pt else 'scratch'}"
+        if (wanted and tag not in wanted) or (with_pt and no_pt):
             continue
         print(f"== {fargs.dataset}: {tag}", flush=True)
         t0 = time.perf_counter()
-        res = ft.main(rest + ["--data_root", data_root, "--mode", "inductive" if with_id is False else "transductive",
-                              "--pretrained", own.pretrained if pretrained else "none",
-                              "--output_dir", str(base_out / tag)] + (["--model", "sasrec"] if tag == "sasrec" else []))
-        rows.append({"setting": tag, "with_id": with_id, "pretrained": pretrained, "best_epoch": res["best_epoch"],
+        res = ft.finetune(rest + ["--data_root", data_root, "--mode", "inductive" if with_id is False else "transductive",
+                                  "--pretrained", pretrained if with_pt else "none",
+                                  "--output_dir", str(base_out / tag)] + (["--model", "sasrec"] if tag == "sasrec" else []))
+        rows.append({"setting": tag, "with_id": with_id, "pretrained": with_pt, "best_epoch": res["best_epoch"],
                      "epochs_run": res["epochs_run"], "seconds": time.perf_counter() - t0,
-                     "test": {k: res["test"][k] for k in COLS}})
+                     "test": {k: res["test"][k] for k in cols}})
     t0 = time.perf_counter()
-    base = baselines(data_root, fargs.dataset, margs.max_seq_length)
+    base = baselines(data_root, fargs.dataset, margs.max_seq_length, fargs.ks_tuple)
     pop_seconds = time.perf_counter() - t0
     key = paper_key(fargs.dataset)
-    head = ["Dataset", "With ID?", "Pre-trained?", "R@10", "N@10", "R@50", "N@50", "time"]
+    head = ["Dataset", "With ID?", "Pre-trained?", *map(_short, cols), "time"]
     if key:
-        head += ["paper R@10", "paper N@10", "paper R@50", "paper N@50"]
+        head += [f"paper {_short(c)}" for c in PAPER_COLS]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         if r["setting"] == "sasrec":
             cells = [fargs.dataset, "SASRec (ID only)", "✗"]
         else:
             cells = [fargs.dataset, "✓" if r["with_id"] else "✗", "✓" if r["pretrained"] else "✗"]
-        cells += [f"{r['test'][c]:.4f}" for c in COLS] + [_duration(r["seconds"])]
+        cells += [f"{r['test'][c]:.4f}" for c in cols] + [_duration(r["seconds"])]
         if key:
             cells += [f"{v:.4f}" for v in PAPER[(key, r["with_id"], r["pretrained"])]] if r["setting"] != "sasrec" else [""] * 4
         lines.append("| " + " | ".join(cells) + " |")
     pop = base["popularity"]
-    lines.append("| " + " | ".join([fargs.dataset, "popularity", "—"] + [f"{pop[c]:.4f}" for c in COLS]
+    lines.append("| " + " | ".join([fargs.dataset, "popularity", "—"] + [f"{pop[c]:.4f}" for c in cols]
                                    + [_duration(pop_seconds)] + (["", "", "", ""] if key else [])) + " |")
     table = "\n".join(lines)
     print(table)
     base_out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(base_out / "table.md", table + "\n")
-    atomic_write_json(base_out / "table.json", round_metrics({"dataset": fargs.dataset, "interest_reg": targs.interest_reg, "rows": rows, "baselines": base}))
+    atomic_write_json(base_out / "table.json", {"dataset": fargs.dataset, "interest_reg": targs.interest_reg,
+                                                "ks": list(fargs.ks_tuple), "rows": rows, "baselines": base})
     return rows
 
 
-def cli(argv=None) -> int:
-    """Console-script entry: one-line errors; exit status 0 (main's return value is for callers)."""
-    from missrec.cli import run
-    run(main, argv)
-    return 0
+def _without(argv: list[str], option: str) -> list[str]:
+    """``argv`` without ``option VALUE`` / ``option=VALUE``."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == option:
+            skip = True
+        elif not a.startswith(option + "="):
+            out.append(a)
+    return out
+
+
+def main(argv=None) -> int:
+    """``missrec-table`` / finetune/table.py: exit status 0, or 2 after one ``error:`` line."""
+    return run(entry_status(run_table), argv, exit=False)
