@@ -300,7 +300,7 @@ def parse(dataclass_types, argv=None, description: str | None = None, defaults_y
     parser.add_argument("--config", default=config,
                         help="YAML file of option values; command-line options override it.")
     values, found = {}, {}
-    if config and not {"-h", "--help"} & set(argv):
+    if config:
         try:
             values = load_yaml(config)
             found = {k: values.pop(k) for k in sections if k in values}

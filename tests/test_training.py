@@ -71,7 +71,7 @@ def test_killed_run_resumes_to_the_same_weights(data, tmp_path):
     args = ["--epochs", "3", "--save_steps", "3"]
     _pretrain(data, tmp_path / "full", *args)
     # 4 steps per epoch: killed after step 7, the newest checkpoint is checkpoint-step6, in the
-    # middle of epoch 1, so the resume continues a half-done epoch (data order, RNG, running loss).
+    # middle of epoch 2, so the resume continues a half-done epoch (data order, RNG, running loss).
     p = _pretrain(data, tmp_path / "cut", *args, env=_env(MISSREC_KILL_AFTER_STEP="7"), check=False)
     assert p.returncode == 17
     assert not (tmp_path / "cut" / "checkpoint-3").exists()
@@ -129,7 +129,7 @@ def test_peft_finetune_freezes_and_reports(data, tmp_path):
     res = json.loads((tmp_path / "ft" / "results.json").read_text())
     assert res["peft"] is True and res["trainable_params"] < res["total_params"]
     assert {"recall@10", "ndcg@10", "recall@50", "ndcg@50"} <= set(res["test"])
-    assert 0 <= res["best_epoch"] < 3
+    assert 1 <= res["best_epoch"] <= 3  # epochs count from 1
     assert (tmp_path / "ft" / "results.md").read_text().startswith("# tiny")
     assert (tmp_path / "ft" / "curves.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -188,7 +188,7 @@ def test_killed_finetune_resumes_to_the_same_best_and_ignores_temp_folders(data,
     args = ["--epochs", "3", "--patience", "5"]
     _finetune(data, tmp_path / "full", *args)
     cut = tmp_path / "cut"
-    # 95 rows in batches of 64: 2 steps per epoch, so step 3 is inside epoch 1 and checkpoint-1 is the newest.
+    # 95 rows in batches of 64: 2 steps per epoch, so step 3 is inside epoch 2 and checkpoint-1 is the newest.
     p = _finetune(data, cut, *args, env=_env(MISSREC_KILL_AFTER_STEP="3"), check=False)
     assert p.returncode == 17
     assert sorted(d.name for d in cut.iterdir() if d.name.startswith("checkpoint-")) == ["checkpoint-1"]
@@ -200,7 +200,7 @@ def test_killed_finetune_resumes_to_the_same_best_and_ignores_temp_folders(data,
     (cut / ".best.tmp").mkdir()
     (cut / ".best.tmp" / "model.safetensors").write_bytes(b"")
     p = _finetune(data, cut, *args, "--resume_from", "latest")
-    assert f"resumed from {cut / 'checkpoint-1'} at epoch 1, step 2" in p.stdout + p.stderr
+    assert f"resumed from {cut / 'checkpoint-1'} at epoch 2, step 2" in p.stdout + p.stderr  # epochs count from 1
     assert _temp_leftovers(cut) == []
     assert sorted(d.name for d in cut.iterdir() if d.name.startswith("checkpoint-")) == ["checkpoint-3"]
     a, b = _weights(tmp_path / "full" / "best"), _weights(cut / "best")
@@ -261,7 +261,7 @@ def test_huge_feature_row_stops_training_and_leaves_checkpoint_and_best_untouche
     rows.tofile(feat)
     p = _finetune(tmp_path, out, "--epochs", "3", "--resume_from", "latest", dataset="big", check=False)
     assert p.returncode == 2
-    assert _diverged_step(p) == 3  # the first step of epoch 1, after resuming from checkpoint-1
+    assert _diverged_step(p) == 3  # the first step of epoch 2, after resuming from checkpoint-1
     assert _tree(out) == before  # checkpoint-1, best/ and the reports: not a byte changed, nothing added
 
 
