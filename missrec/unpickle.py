@@ -40,6 +40,7 @@ import io
 import os
 import pickle
 import re
+import struct
 import tarfile
 import types
 import zipfile
@@ -374,6 +375,22 @@ class RestrictedUnpickler(pickle._Unpickler):
 
     def __init__(self, file, **kwargs):
         super().__init__(file, **kwargs)
+        # A length field is read before its bytes: a file object's read(n) allocates n bytes first,
+        # so 'BINBYTES8 2**40' in a 100-byte file would ask for a terabyte. No value can be longer
+        # than the stream holds.
+        try:
+            pos = file.tell()
+            self._stream_size = file.seek(0, io.SEEK_END)
+            file.seek(pos)
+        except (AttributeError, OSError, ValueError):
+            self._stream_size = None
+        if self._stream_size is not None:
+            read = self._file_read
+
+            def bounded_read(n=-1):
+                self._check_length(n)
+                return read(n)
+            self._file_read = bounded_read
         self._placeholders: dict[str, type] = {}
         self._n_ops = self._hash_work = 0
         self._heights: dict[int, int] = {}
@@ -411,6 +428,18 @@ class RestrictedUnpickler(pickle._Unpickler):
         if self._hash_work > 10 * MAX_OBJECTS:
             raise PthFormatError(f"hashing its keys takes more than {10 * MAX_OBJECTS} steps; a checkpoint's keys "
                                  "are short (this file is damaged or built to hang its reader)")
+
+    def _check_length(self, n) -> None:
+        if self._stream_size is not None and n is not None and n > self._stream_size:
+            raise PthFormatError(f"a value claims {n} bytes, more than the {self._stream_size} its stream holds: "
+                                 "the file is damaged")
+
+    def load_bytearray8(self):  # as pickle's, with the length checked before bytearray(n) allocates it
+        n, = struct.unpack("<Q", self.read(8))
+        self._check_length(n)
+        b = bytearray(n)
+        self.readinto(b)
+        self.append(b)
 
     def load_binpersid(self):
         self._check_storage(self.stack[-1])
@@ -473,6 +502,7 @@ class RestrictedUnpickler(pickle._Unpickler):
 
     dispatch[pickle.BUILD[0]] = load_build
     dispatch[pickle.BINPERSID[0]] = load_binpersid
+    dispatch[pickle.BYTEARRAY8[0]] = load_bytearray8
     for _op in ("EXT1", "EXT2", "EXT4"):
         dispatch[getattr(pickle, _op)[0]] = _refuse(_op)
     del _op
