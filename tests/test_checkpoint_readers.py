@@ -210,7 +210,8 @@ def test_legacy_pth_claiming_a_huge_storage_is_one_clean_line(tmp_path, capsys):
     data, n = re.subn(rb"(X\x03\x00\x00\x00cpu(?:q.|\x94))K\x04N", lambda m: m.group(1) + huge + b"N", data)
     assert n == 1
     src.write_bytes(data)
-    err = _convert_fails(src, tmp_path / "out", capsys, "storages claim 17592186044416 bytes", "more than the whole file")
+    err = _convert_fails(src, tmp_path / "out", capsys, "storages claim 17592186044416 bytes",
+                         "more than the whole file")
     assert "%ld" not in err
 
 
