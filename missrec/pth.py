@@ -424,8 +424,12 @@ def _model_state(src, sd, config: dict, allow_unknown: bool, notes: list[str]) -
     """The original's tensors under our keys; our model (built on the meta device: no memory, no
     RNG draws) says which keys and shapes there must be."""
     from .model import MISSRec
+    try:  # the sizes from the tensors and the values from its RecBole config, checked as for config.json
+        cfg = MISSRecConfig.from_dict(config)
+    except ValueError as e:
+        raise PthConversionError(f"{src}: {e}") from None
     with torch.device("meta"):
-        expected = {k: tuple(v.shape) for k, v in MISSRec(MISSRecConfig.from_dict(config)).state_dict().items()}
+        expected = {k: tuple(v.shape) for k, v in MISSRec(cfg).state_dict().items()}
     known = set(expected) | set(_FEATURE_TABLES) | _DROPPED | set(_INTEREST) | {"item_embedding.weight"}
     unknown = sorted(set(sd) - known)
     if unknown and not allow_unknown:

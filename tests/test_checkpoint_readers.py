@@ -226,3 +226,10 @@ def test_pth_with_shared_references_in_its_extra_fields_converts_quickly(tmp_pat
     cfg = (tmp_path / "out" / "config.json").read_text()
     assert len(cfg) < 1_000_000
     assert json.loads(cfg)["source"]["extra"]["cur_step"][0][0][0]
+
+
+def test_pth_whose_recbole_config_is_out_of_range_names_the_file(tmp_path, capsys):
+    from test_pth import original_state_dict, save_original
+    src = tmp_path / "p.pth"
+    save_original(src, original_state_dict("pretrain"), "pretrain", extra_config={"hidden_dropout_prob": 1.5})
+    _convert_fails(src, tmp_path / "out", capsys, "'dropout' = 1.5")
