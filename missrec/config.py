@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,6 +13,73 @@ from .fsutil import atomic_write_json
 
 ATTENTION_IMPLS = ("packed", "jagged", "padded")
 FUSIONS = ("dynamic_shared", "static")  # the one list: MISSRecConfig and args.ModelArgs check against it
+MAX_LAYERS = 256  # per stack; the paper uses 1 + 1 (building a million layers would take hours)
+MAX_WIDTH = 1 << 16  # hidden, inner and feature sizes
+
+
+# ============================================================================ field checks
+# Each field of a config: ("int", lo, hi) | ("float", lo, hi, lo_open, hi_open) | ("choice", values)
+# | ("bool",) | ("dict",). They run in __post_init__, so config.json is checked key by key before
+# any model is built (config.json loaders put the file's name in front of the message).
+def check_fields(cfg, spec: dict) -> None:
+    for name, rule in spec.items():
+        v, kind = getattr(cfg, name), rule[0]
+        if kind == "int":
+            if type(v) is not int:
+                raise ValueError(f"config key '{name}' = {_show(v)}: must be a whole number")
+            if not rule[1] <= v <= rule[2]:
+                raise ValueError(f"config key '{name}' = {v}: must be between {rule[1]} and {rule[2]}")
+        elif kind == "float":
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ValueError(f"config key '{name}' = {_show(v)}: must be a finite number")
+            lo, hi, lo_open, hi_open = rule[1:]
+            if v < lo or v > hi or (lo_open and v == lo) or (hi_open and v == hi):
+                raise ValueError(f"config key '{name}' = {v}: must be in {'(' if lo_open else '['}{lo}, {hi}"
+                                 f"{')' if hi_open else ']'}")
+        elif kind == "choice" and v not in rule[1]:
+            raise ValueError(f"config key '{name}' = {_show(v)}: must be one of {', '.join(map(repr, rule[1]))}")
+        elif kind == "bool" and type(v) is not bool:
+            raise ValueError(f"config key '{name}' = {_show(v)}: must be true or false")
+        elif kind == "dict" and not isinstance(v, dict):
+            raise ValueError(f"config key '{name}' = {_show(v)}: must be a JSON object")
+
+
+def _show(v) -> str:
+    text = repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this machine can still give (MemAvailable of /proc/meminfo), or None."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_memory(n_params: int, what: str = "model") -> None:
+    """Refuse a model whose float32 parameters alone exceed the machine's available memory."""
+    need = 4 * n_params
+    if need < (1 << 28):  # under 256 MB: not worth reading /proc
+        return
+    have = available_memory()
+    if have is not None and need > have:
+        raise ValueError(f"a {what} of these sizes has {n_params:,} parameters, {need / 2**30:.1f} GiB in float32 "
+                         f"before any training state, more than this machine's available memory "
+                         f"({have / 2**30:.1f} GiB); check hidden_size, the layer counts, max_seq_length and n_items")
+
+
+def encoder_params(layers: int, h: int, inner: int, cross: bool = False) -> int:
+    """Parameters of ``layers`` post-LN transformer layers (self-attention [+ cross-attention] + FFN)."""
+    attn = 4 * h * h + 4 * h
+    return layers * (attn * (2 if cross else 1) + 2 * h * inner + inner + h + 2 * h * (3 if cross else 2))
 
 
 @dataclass
@@ -50,7 +119,29 @@ class MISSRecConfig:
     # AtomicDataset.catalogue()), so the table is never reused for another item list.
     catalogue: dict = field(default_factory=dict)
 
+    FIELDS = {
+        "hidden_size": ("int", 1, MAX_WIDTH), "n_heads": ("int", 1, MAX_WIDTH), "inner_size": ("int", 1, MAX_WIDTH),
+        "num_encoder_layers": ("int", 1, MAX_LAYERS), "num_decoder_layers": ("int", 1, MAX_LAYERS),
+        "dropout": ("float", 0.0, 1.0, False, True), "hidden_act": ("choice", ("gelu", "relu")),
+        "layer_norm_eps": ("float", 0.0, 1.0, True, False), "initializer_range": ("float", 0.0, 10.0, False, False),
+        "max_seq_length": ("int", 1, 1 << 20), "text_dim": ("int", 1, MAX_WIDTH), "image_dim": ("int", 1, MAX_WIDTH),
+        "temperature": ("float", 0.0, 1e6, True, False), "use_id": ("bool",), "n_items": ("int", 0, 1 << 40),
+        "fusion": ("choice", FUSIONS), "attention_impl": ("choice", ATTENTION_IMPLS),
+        "interest_reg": ("choice", ("mean", "original")), "model_type": ("choice", ("missrec",)),
+        "source": ("dict",), "catalogue": ("dict",),
+    }
+
+    def n_parameters(self) -> int:
+        """The model's parameter count (missrec/model.py), computed without building it."""
+        h = self.hidden_size
+        return (encoder_params(self.num_encoder_layers, h, self.inner_size) + 2 * h
+                + encoder_params(self.num_decoder_layers, h, self.inner_size, cross=True) + 2 * h
+                + self.max_seq_length * h + (self.text_dim + self.image_dim + 2) * h + 2 * h + 1
+                + ((self.n_items + 1) * h if self.use_id else 0))
+
     def __post_init__(self):
+        check_fields(self, self.FIELDS)
+        check_memory(self.n_parameters(), "MISSRec model")
         if self.hidden_size % self.n_heads:
             raise ValueError(f"hidden_size {self.hidden_size} is not divisible by n_heads {self.n_heads}")
         if self.fusion not in FUSIONS:

@@ -5,9 +5,11 @@ model.safetensors, see missrec/checkpoint.py). Accepted, in this order:
 
 1. a local folder in our format;
 2. a local file: an original MISSRec ``.pth``, imported with the restricted unpickler
-   (missrec/pth.py) into a cache folder next to it (``.<file>.missrec-<sha>/``), or into
-   ``<tmp>/missrec-pth-cache/`` when that folder is not writable; reused while the file's
-   SHA-256 is unchanged;
+   (missrec/pth.py) into ``<cache>/pth/<sha256 of the file>/``, where ``<cache>`` is
+   ``$MISSREC_CACHE_DIR``, else ``$XDG_CACHE_HOME/missrec`` (``~/.cache/missrec``): a folder of
+   the user's own (created 0700; refused when another user owns it or others may write to it),
+   never one beside the file or a fixed shared path, where someone else could plant weights.
+   Every use hashes the ``.pth`` again and takes the folder only when it records that hash;
 3. a name from ``missrec/registry.json`` (downloaded and verified, converted like 2 when it is
    a ``.pth``);
 4. a Hugging Face Hub repo id ``owner/name[@revision]`` (``huggingface_hub.snapshot_download``);
@@ -40,6 +42,7 @@ import os
 import re
 import shutil
 import socket
+import stat
 import sys
 import tempfile
 import time
@@ -56,7 +59,8 @@ from .errors import UserError, read_json
 from .fsutil import sha256_file
 from .pth import convert_pth
 
-__all__ = ["resolve", "convert_cached", "fetch", "download_url", "load_registry", "main"]
+__all__ = ["resolve", "convert_cached", "cache_root", "private_dir", "fetch", "download_url", "load_registry",
+           "main"]
 
 REGISTRY_PATH = Path(__file__).resolve().with_name("registry.json")
 FORMATS = ("missrec-pth", "missrec")
@@ -365,40 +369,71 @@ def fetch(spec: str, out_dir: str | os.PathLike | None = None, sha256: str | Non
 
 
 # ----------------------------------------------------------------------------- .pth conversion cache
+def cache_root() -> Path:
+    """``$MISSREC_CACHE_DIR``, else ``$XDG_CACHE_HOME/missrec`` (``~/.cache/missrec``)."""
+    env = os.environ.get("MISSREC_CACHE_DIR")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")) / "missrec"
+
+
+def private_dir(path: str | os.PathLike) -> Path:
+    """``path`` as a folder only this user can write to: created 0700 when missing; one that is a
+    symbolic link, owned by another user, or writable by group or others is refused."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        st = os.lstat(path)
+    except OSError as e:
+        raise UserError(path, f"cannot create the cache folder ({e.strerror}); set MISSREC_CACHE_DIR to a folder "
+                              "of yours") from None
+    fix = "set MISSREC_CACHE_DIR to a folder of yours (or pass another --cache_dir)"
+    if not stat.S_ISDIR(st.st_mode):
+        raise UserError(path, f"the cache folder is a symbolic link or not a folder; {fix}")
+    if st.st_uid != os.getuid():
+        raise UserError(path, f"the cache folder belongs to another user (uid {st.st_uid}), who could have put "
+                              f"weights in it; {fix}")
+    if st.st_mode & 0o022:
+        raise UserError(path, f"the cache folder is writable by other users (mode {stat.S_IMODE(st.st_mode):o}), "
+                              f"who could put weights in it: chmod go-w it, or {fix}")
+    return path
+
+
 def _cache_key(file_sha: str, dataset) -> str:
-    key = file_sha[:16]
+    key = file_sha
     if dataset is not None:
-        key += "-" + hashlib.sha256(str(Path(dataset).resolve()).encode()).hexdigest()[:8]
+        key += "-" + hashlib.sha256(str(Path(dataset).resolve()).encode()).hexdigest()[:16]
     return key
 
 
 def _cached_ok(folder: Path, file_sha: str) -> bool:
-    if not is_checkpoint_folder(folder):
+    if folder.is_symlink() or not is_checkpoint_folder(folder):
         return False
     try:
         cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+    except (OSError, ValueError):
         return False
-    return isinstance(cfg, dict) and cfg.get("source", {}).get("sha256") == file_sha
+    src = cfg.get("source") if isinstance(cfg, dict) else None
+    return isinstance(src, dict) and src.get("sha256") == file_sha
 
 
 def convert_cached(pth: str | os.PathLike, *, dataset: str | os.PathLike | None = None,
                    cache_dir: str | os.PathLike | None = None, allow_unknown: bool = False) -> Path:
-    """Convert an original ``.pth`` once; later calls with the same bytes reuse the folder."""
+    """Convert an original ``.pth`` once into ``cache_dir`` (default ``cache_root()/pth``), a folder
+    of the user's own (:func:`private_dir`); later calls hash the file again and reuse the folder
+    only when it records the same SHA-256."""
     pth = Path(pth)
+    root = private_dir(Path(cache_dir) if cache_dir is not None else cache_root() / "pth")
     file_sha = sha256_file(pth)
     key = _cache_key(file_sha, dataset)
-    if cache_dir is not None:
-        target = Path(cache_dir) / key
-    elif os.access(pth.parent, os.W_OK):
-        target = pth.parent / f".{pth.name}.missrec-{key}"
-    else:
-        target = Path(tempfile.gettempdir()) / "missrec-pth-cache" / key
-    with _locked(f"convert:{target.resolve()}"):
+    target = root / key
+    with FileLock(str(root / f".{key}.lock")):
         if _cached_ok(target, file_sha):
             return target
-        if target.exists():
-            shutil.rmtree(target)  # our own cache folder (name derived from the hash), stale or broken
+        if target.is_symlink() or target.is_file():
+            target.unlink()
+        elif target.exists():
+            shutil.rmtree(target)  # our own cache folder (name = the file's hash), stale or broken
         folder, conv = convert_pth(pth, target, dataset=dataset, allow_unknown=allow_unknown, overwrite=True)
     for note in conv.notes:
         print(f"[missrec.hub] {pth.name}: {note}", flush=True)

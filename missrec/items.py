@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .errors import CorruptFileError
 from .interest import kmeans, n_interests
 
 
@@ -17,6 +18,33 @@ def _with_pad_row(arr) -> torch.Tensor:
     t = torch.zeros((arr.shape[0] + 1, arr.shape[1]), dtype=torch.float32)
     t.numpy()[1:] = np.asarray(arr)  # one copy, straight from the memory map
     return t
+
+
+def _check_interest_state(state: dict, width: int, source: str) -> None:
+    """Shapes, dtypes and id ranges of an interest state (interest.safetensors) before any use:
+    an id outside the centroid table would index out of bounds (or wrap, when negative)."""
+    emb = state["interest_embeddings"]
+    if emb.dim() != 2 or emb.shape[0] < 1 or not emb.is_floating_point():
+        raise CorruptFileError(source, f"'interest_embeddings' must be a [K+1, {width}] float table, got "
+                                       f"{list(emb.shape)} {str(emb.dtype).replace('torch.', '')}")
+    if emb.shape[1] != width:
+        raise CorruptFileError(source, f"'interest_embeddings' are {emb.shape[1]} wide, the model's hidden size is "
+                                       f"{width}: this interest state belongs to another model")
+    if not bool(torch.isfinite(emb).all()):
+        raise CorruptFileError(source, "'interest_embeddings' hold NaN or infinite values")
+    k = emb.shape[0] - 1
+    for key in ("text_interest", "image_interest"):
+        ids = state[key]
+        if ids.dim() != 1 or ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+            raise CorruptFileError(source, f"'{key}' must be a 1-D integer tensor, got {list(ids.shape)} "
+                                           f"{str(ids.dtype).replace('torch.', '')}")
+        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) > k):
+            raise CorruptFileError(source, f"'{key}' holds ids from {int(ids.min())} to {int(ids.max())}, outside "
+                                           f"0..{k} (the rows of its {k} interest centroids): the file is damaged; "
+                                           "delete it to recompute the interests (interest discovery)")
+    if state["text_interest"].shape != state["image_interest"].shape:
+        raise CorruptFileError(source, f"'text_interest' and 'image_interest' cover {state['text_interest'].numel()} "
+                                       f"and {state['image_interest'].numel()} items")
 
 
 class ItemTable:
@@ -104,6 +132,7 @@ class ItemTable:
         for k in ("interest_embeddings", "text_interest", "image_interest"):
             if k not in state:
                 raise ValueError(f"{source}: missing tensor '{k}'")
+        _check_interest_state(state, self.centroids.shape[1], source)
         if state["text_interest"].shape[0] != self.n_items + 1:
             raise ValueError(f"{source}: interest ids cover {state['text_interest'].shape[0] - 1} items, "
                              f"the dataset has {self.n_items}")

@@ -13,6 +13,7 @@ interest.safetensors. The folder is written by :func:`missrec.checkpoint.save_ch
 """
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import re
@@ -41,25 +42,73 @@ class PthConversionError(UserError):
 
 
 # ============================================================================ original checkpoints
-def _jsonable(x, depth: int = 0):
-    """A JSON-safe summary of unpickled data (for provenance only)."""
-    if depth > 8:
-        return "..."
-    if x is None or isinstance(x, (bool, int, str)):
-        return x
+_SUMMARY_NODES = 20_000  # values in one provenance summary, shared ones counted each time they appear
+_SUMMARY_TEXT = 2_000  # characters of one string in it
+
+
+def _jsonable(x, depth: int = 0, _memo: dict | None = None, _left: list | None = None):
+    """A JSON-safe summary of unpickled data (for provenance only), bounded whatever the data.
+
+    Each container is summarised once (by id): a shared reference reuses its summary while the
+    whole result stays under ``_SUMMARY_NODES`` values, so ``[x] * 200`` nested 8 deep (a few
+    KB of pickle, 200**8 values if walked naively) costs a few thousand steps.
+    """
+    memo = {} if _memo is None else _memo
+    left = [_SUMMARY_NODES] if _left is None else _left
+    return _summary(x, depth, memo, left)[0]
+
+
+def _brief(x) -> str:
+    """A value from the file, for an error line: its summary's repr, at most 100 characters."""
+    text = repr(_jsonable(x))
+    return text if len(text) <= 100 else text[:97] + "..."
+
+
+def _summary(x, depth: int, memo: dict, left: list) -> tuple[object, int]:
+    """(summary, number of values in it); ``left`` is the budget still unspent."""
+    if left[0] <= 0 or depth > 8:
+        return "...", 1
+    left[0] -= 1
+    if x is None or isinstance(x, (bool, int)):
+        return x, 1
+    if isinstance(x, str):
+        return (x if len(x) <= _SUMMARY_TEXT else x[:_SUMMARY_TEXT] + f"... ({len(x)} characters)"), 1
     if isinstance(x, float):
-        return x if math.isfinite(x) else str(x)
+        return (x if math.isfinite(x) else str(x)), 1
     if isinstance(x, (torch.dtype, torch.device)):
-        return str(x)
-    if isinstance(x, (list, tuple, set, frozenset)):
-        return [_jsonable(v, depth + 1) for v in list(x)[:200]]
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v, depth + 1) for k, v in list(x.items())[:500]}
-    if isinstance(x, Placeholder) and len(x.args) == 1:
-        return f"{x.pickle_name}({_jsonable(x.args[0], depth + 1)!r})"
+        return str(x), 1
     if isinstance(x, torch.Tensor):
-        return f"<tensor {list(x.shape)} {str(x.dtype).replace('torch.', '')}>"
-    return f"<{len(x)} bytes>" if isinstance(x, bytes) else f"<{getattr(x, 'pickle_name', type(x).__name__)}>"
+        return f"<tensor {list(x.shape)} {str(x.dtype).replace('torch.', '')}>", 1
+    if isinstance(x, (bytes, bytearray)):
+        return f"<{len(x)} bytes>", 1
+    if not isinstance(x, (list, tuple, set, frozenset, dict, Placeholder)):
+        return f"<{getattr(x, 'pickle_name', type(x).__name__)}>", 1
+    if id(x) in memo:  # a shared reference: summarised already
+        out, n = memo[id(x)]
+        if n > left[0]:
+            return "<shared value, omitted>", 1
+        left[0] -= n
+        return out, n
+    n = 1
+    if isinstance(x, dict):
+        out = {}
+        for k, v in itertools.islice(x.items(), 500):
+            out[str(k)[:_SUMMARY_TEXT]], m = _summary(v, depth + 1, memo, left)
+            n += m
+    elif isinstance(x, Placeholder):
+        if len(x.args) == 1:
+            arg, m = _summary(x.args[0], depth + 1, memo, left)
+            out, n = f"{x.pickle_name}({arg!r})"[:_SUMMARY_TEXT], n + m
+        else:
+            out = f"<{x.pickle_name}>"
+    else:
+        out = []
+        for v in itertools.islice(x, 200):
+            s, m = _summary(v, depth + 1, memo, left)
+            out.append(s)
+            n += m
+    memo[id(x)] = (out, n)
+    return out, n
 
 
 @dataclass
@@ -87,14 +136,22 @@ def read_original(path: str | os.PathLike) -> OriginalCheckpoint:
         notes.append("file holds a bare state_dict (no RecBole config): hyper-parameters not in the tensor "
                      "shapes take the paper's defaults")
     else:
-        keys = sorted(map(str, obj)) if isinstance(obj, dict) else type(obj).__name__
+        keys = _brief(sorted(_brief(k) for k in itertools.islice(obj, 50))) if isinstance(obj, dict) \
+            else type(obj).__name__
         raise PthFormatError(f"{path}: expected a dict with a 'state_dict' entry (an original MISSRec checkpoint), "
                              f"found {keys}")
     if not isinstance(sd, dict):
         raise PthFormatError(f"{path}: 'state_dict' is a {type(sd).__name__}, expected a dict of tensors")
     bad = [k for k, v in sd.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
     if bad:
-        raise PthFormatError(f"{path}: state_dict entries that are not named tensors: {bad[:8]}")
+        raise PthFormatError(f"{path}: state_dict entries that are not named tensors: {_brief(bad[:8])}")
+    # Views repeat no storage element (missrec/unpickle.py), but many entries can still name the
+    # same tensor: what conversion copies must stay near what the file holds (tied weights: 2x).
+    size, total = path.stat().st_size, sum(v.numel() * v.element_size() for v in sd.values())
+    if total > 2 * size + (1 << 20):
+        raise PthFormatError(f"{path}: its state_dict's tensors hold {total} bytes, more than twice the file's "
+                             f"{size}: its entries repeat the same data (the file is damaged or built to exhaust "
+                             "memory)")
     state = dict(sd)
     if state and all(k.startswith("module.") for k in state):  # saved from a DDP wrapper
         state = {k[len("module."):]: v for k, v in state.items()}
@@ -225,10 +282,10 @@ def _hyperparameters(src, conf: dict, arch: dict, notes: list[str]) -> dict:
         elif isinstance(default, float):
             ok = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
             if not ok:
-                errors.append(f"config '{key}' = {_jsonable(v)!r} is not a number")
+                errors.append(f"config '{key}' = {_brief(v)} is not a number")
             v = float(v) if ok else default
         elif type(v) is not type(default):
-            errors.append(f"config '{key}' = {_jsonable(v)!r} is not a {type(default).__name__}")
+            errors.append(f"config '{key}' = {_brief(v)} is not a {type(default).__name__}")
             v = default
         hp[ours] = v
     if hp["n_heads"] <= 0 or arch["hidden_size"] % hp["n_heads"]:
@@ -236,16 +293,16 @@ def _hyperparameters(src, conf: dict, arch: dict, notes: list[str]) -> dict:
     if hp["hidden_act"] not in ("gelu", "relu"):
         errors.append(f"hidden_act {hp['hidden_act']!r} is not supported (gelu or relu)")
     if conf.get("seq_mm_fusion") not in (None, "add"):
-        errors.append(f"seq_mm_fusion={_jsonable(conf['seq_mm_fusion'])!r} is not supported "
+        errors.append(f"seq_mm_fusion={_brief(conf['seq_mm_fusion'])} is not supported "
                       "(ours adds the modality embeddings: 'add')")
     if conf.get("modal_type") not in (None, "img_text"):
-        errors.append(f"modal_type={_jsonable(conf['modal_type'])!r} is not supported (only 'img_text')")
+        errors.append(f"modal_type={_brief(conf['modal_type'])} is not supported (only 'img_text')")
     if errors:
         raise PthConversionError(f"{src}: " + "; ".join(errors))
     for key, ours in (("hidden_size", "hidden_size"), ("inner_size", "inner_size"), ("plm_size", "text_dim"),
                       ("img_size", "image_dim"), ("MAX_ITEM_LIST_LENGTH", "max_seq_length")):
         if conf.get(key) is not None and conf.get(key) != arch[ours]:
-            notes.append(f"config says {key}={_jsonable(conf.get(key))!r} but the tensors say {arch[ours]}; "
+            notes.append(f"config says {key}={_brief(conf.get(key))} but the tensors say {arch[ours]}; "
                          "the tensors win")
     n_layers = conf.get("n_layers")
     if type(n_layers) is int and n_layers != arch["num_encoder_layers"] + arch["num_decoder_layers"]:
@@ -257,7 +314,7 @@ def _fusion(src, sd, conf, notes) -> tuple[str, torch.Tensor]:
     factor = sd.get("fusion_factor")
     if factor is None:
         if item_fusion not in (None, "static"):
-            raise PthConversionError(f"{src}: item_mm_fusion={_jsonable(item_fusion)!r} but the state_dict has "
+            raise PthConversionError(f"{src}: item_mm_fusion={_brief(item_fusion)} but the state_dict has "
                                      "no 'fusion_factor'")
         notes.append("no fusion_factor: static fusion (plain mean of the modality scores); stored fusion_factor=0")
         return "static", torch.zeros(())
@@ -367,8 +424,12 @@ def _model_state(src, sd, config: dict, allow_unknown: bool, notes: list[str]) -
     """The original's tensors under our keys; our model (built on the meta device: no memory, no
     RNG draws) says which keys and shapes there must be."""
     from .model import MISSRec
+    try:  # the sizes from the tensors and the values from its RecBole config, checked as for config.json
+        cfg = MISSRecConfig.from_dict(config)
+    except ValueError as e:
+        raise PthConversionError(f"{src}: {e}") from None
     with torch.device("meta"):
-        expected = {k: tuple(v.shape) for k, v in MISSRec(MISSRecConfig.from_dict(config)).state_dict().items()}
+        expected = {k: tuple(v.shape) for k, v in MISSRec(cfg).state_dict().items()}
     known = set(expected) | set(_FEATURE_TABLES) | _DROPPED | set(_INTEREST) | {"item_embedding.weight"}
     unknown = sorted(set(sd) - known)
     if unknown and not allow_unknown:
@@ -400,7 +461,7 @@ def convert_original(orig: OriginalCheckpoint, dataset: str | os.PathLike | None
     use_id = "item_embedding.weight" in sd and stage == "transductive_ft" and conf.get("id_type", "id") != "none"
     if "item_embedding.weight" in sd and not use_id:
         notes.append(f"dropped item_embedding.weight: unused by the original (train_stage={stage}, "
-                     f"id_type={_jsonable(conf.get('id_type'))!r})")
+                     f"id_type={_brief(conf.get('id_type'))})")
     if use_id and tuple(sd["item_embedding.weight"].shape[1:]) != (arch["hidden_size"],):
         raise PthConversionError(f"{src}: 'item_embedding.weight' has shape "
                                  f"{list(sd['item_embedding.weight'].shape)}, expected [n, {arch['hidden_size']}]")

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .config import MAX_LAYERS, MAX_WIDTH, check_fields, check_memory, encoder_params
 from .fsutil import atomic_write_json
 from .items import ItemTable
 from .tasks import FinetuneTask
@@ -44,7 +45,22 @@ class SASRecConfig:
     # Logits are raw dot products: the scorer divides by this, kept at 1.
     temperature: float = 1.0
 
+    FIELDS = {
+        "n_items": ("int", 0, 1 << 40), "hidden_size": ("int", 1, MAX_WIDTH), "n_heads": ("int", 1, MAX_WIDTH),
+        "num_layers": ("int", 1, MAX_LAYERS), "inner_size": ("int", 1, MAX_WIDTH),
+        "dropout": ("float", 0.0, 1.0, False, True), "hidden_act": ("choice", ("gelu", "relu")),
+        "layer_norm_eps": ("float", 0.0, 1.0, True, False), "initializer_range": ("float", 0.0, 10.0, False, False),
+        "max_seq_length": ("int", 1, 1 << 20), "model_type": ("choice", ("sasrec",)), "source": ("dict",),
+        "temperature": ("float", 0.0, 1e6, True, False),
+    }
+
+    def n_parameters(self) -> int:
+        h = self.hidden_size
+        return (self.n_items + 1 + self.max_seq_length + 2) * h + encoder_params(self.num_layers, h, self.inner_size)
+
     def __post_init__(self):
+        check_fields(self, self.FIELDS)
+        check_memory(self.n_parameters(), "SASRec model")
         if self.model_type != "sasrec":
             raise ValueError(f"model_type must be 'sasrec', got {self.model_type!r}")
         if self.n_items <= 0:
@@ -151,6 +167,8 @@ def load_sasrec(folder: str | Path, **overrides) -> SASRec:
     folder = Path(folder)
     with reading(folder / CONFIG, "config.json", fix="download or save the checkpoint again"):
         d = json.loads((folder / CONFIG).read_text(encoding="utf-8"))
+    if not isinstance(d, dict):
+        raise ValueError(f"{folder / CONFIG}: expected a JSON object of model options")
     d.update({k: v for k, v in overrides.items() if k in {f.name for f in dataclasses.fields(SASRecConfig)}})
     try:
         model = SASRec(SASRecConfig.from_dict(d))

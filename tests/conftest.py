@@ -4,3 +4,14 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_missrec_cache(tmp_path_factory):
+    """Converted .pth checkpoints go to $MISSREC_CACHE_DIR (missrec/hub.py): keep the tests' out of ~/.cache."""
+    if "MISSREC_CACHE_DIR" not in os.environ:
+        os.environ["MISSREC_CACHE_DIR"] = str(tmp_path_factory.mktemp("missrec-cache"))
+    yield

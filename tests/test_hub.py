@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -39,14 +40,72 @@ def test_local_folder_is_returned_as_is(tmp_path, original):
         hub.resolve(tmp_path / "empty")
 
 
-def test_local_pth_is_converted_once_next_to_it(original):
+def test_local_pth_is_converted_once_into_the_private_cache(original):
     src, sd = original
     folder = hub.resolve(src)
-    assert folder.parent == src.parent and folder.name.startswith(f".{src.name}.missrec-")
+    sha = hashlib.sha256(src.read_bytes()).hexdigest()
+    # Keyed by the file's full SHA-256, in the user's own cache (conftest points MISSREC_CACHE_DIR
+    # at a temp folder), never beside the file.
+    assert folder == hub.cache_root() / "pth" / sha
+    assert (folder.parent.stat().st_mode & 0o777) == 0o700
+    assert [p.name for p in src.parent.iterdir()] == [src.name]
     _assert_same_weights(folder, sd)
     stamp = (folder / "config.json").stat().st_mtime_ns
     assert hub.resolve(str(src)) == folder  # cached: same bytes, same folder, not rewritten
     assert (folder / "config.json").stat().st_mtime_ns == stamp
+
+
+def test_planted_cache_folders_are_never_used(original, tmp_path):
+    src, sd = original
+    sha = hashlib.sha256(src.read_bytes()).hexdigest()
+    # Someone's weights (zeros) under the names the old cache used beside the file, with a
+    # config.json that records the right SHA-256.
+    fake_sd = {k: torch.zeros_like(v) for k, v in sd.items()}
+    for name in (f".{src.name}.missrec-{sha[:16]}", f".{src.name}.missrec-{sha}"):
+        planted, _ = pth.convert_pth(src, src.parent / name)
+        from safetensors.torch import save_file
+        save_file(fake_sd, str(planted / "model.safetensors"))
+    folder = hub.resolve(src)
+    assert folder.parent == hub.cache_root() / "pth"
+    _assert_same_weights(folder, sd)
+
+    # A cache folder that records another file's hash is converted again, not trusted.
+    save_file(fake_sd, str(folder / "model.safetensors"))
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["source"]["sha256"] = "0" * 64
+    (folder / "config.json").write_text(json.dumps(cfg))
+    assert hub.resolve(src) == folder
+    _assert_same_weights(folder, sd)
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o770, 0o755])
+def test_cache_folder_others_can_write_to_is_refused(original, tmp_path, mode):
+    src, _ = original
+    shared = tmp_path / "shared-cache"
+    shared.mkdir()
+    shared.chmod(mode)
+    if mode & 0o022:
+        with pytest.raises(hub.UserError, match=r"shared-cache: the cache folder is writable by other users"):
+            hub.resolve(src, cache_dir=shared)
+        assert list(shared.iterdir()) == []
+    else:
+        assert hub.resolve(src, cache_dir=shared).parent == shared
+
+
+def test_cache_folder_of_another_user_is_refused(original, tmp_path):
+    if os.getuid() != 0:
+        pytest.skip("giving a folder to another user needs root")
+    src, _ = original
+    theirs = tmp_path / "theirs"
+    theirs.mkdir(mode=0o700)
+    os.chown(theirs, 12345, 12345)
+    with pytest.raises(hub.UserError, match=r"theirs: the cache folder belongs to another user \(uid 12345\)"):
+        hub.resolve(src, cache_dir=theirs)
+    assert list(theirs.iterdir()) == []
+    (tmp_path / "link").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (tmp_path / "elsewhere").mkdir()
+    with pytest.raises(hub.UserError, match="symbolic link"):
+        hub.resolve(src, cache_dir=tmp_path / "link")
 
 
 def test_changed_pth_is_converted_again(original, tmp_path):
