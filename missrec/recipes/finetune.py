@@ -117,7 +117,9 @@ def main(argv=None):
         task_cls = FinetuneTask
     out = Path(targs.output_dir)
     task = task_cls(model, items, ds.splits, targs, fargs)
-    trainer = Trainer(targs, task, acc, EarlyStopping(f"valid_{fargs.metric}", fargs.patience, out / "best"))
+    from missrec.rundir import run_settings
+    trainer = Trainer(targs, task, acc, EarlyStopping(f"valid_{fargs.metric}", fargs.patience, out / "best"),
+                      settings=run_settings(margs, targs, fargs))
     state = trainer.train()
 
     # Test with the best checkpoint (weights and the interest clusters of that epoch).
@@ -136,6 +138,7 @@ def main(argv=None):
         t = results["test"]
         acc.print("test: " + ", ".join(f"{k} {v:.4f}" for k, v in t.items()) + f"  (best epoch {state.best_epoch}); "
                   f"results in {out / 'results.json'}")
+    trainer.close()
     return results
 
 
