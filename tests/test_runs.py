@@ -362,3 +362,17 @@ def test_pretraining_resume_with_other_lambda_is_refused(data, tmp_path, capsys)
     rc = _pretrain(data, out, "--max_steps", "4", "--resume_from", "latest", "--lambda_seq", "0.5")
     _error(rc, capsys, "checkpoint-step2: was trained with --lambda_seq 0.001 (this run: 0.5)")
     assert _tree(out) == before
+
+
+def test_graph_baseline_refuses_a_used_folder_and_overwrite_moves_it(tmp_path, capsys):
+    from missrec.recipes import baselines
+    make_domain(tmp_path / "d", n_users=25)
+    argv = ["--data_root", str(tmp_path / "d"), "--dataset", "tiny", "--model", "lightgcn", "--epochs", "1",
+            "--output_dir", str(tmp_path / "out"), "--progress", "false", "--plot", "false", "--ks", "10,20"]
+    assert isinstance(run(baselines.main, argv, exit=False), dict)
+    before = _tree(tmp_path / "out")
+    _error(run(baselines.main, argv, exit=False), capsys, f"--output_dir {tmp_path / 'out'}: already holds a run")
+    assert _tree(tmp_path / "out") == before
+    assert isinstance(run(baselines.main, argv + ["--overwrite_output_dir"], exit=False), dict)
+    moved = [p for p in tmp_path.iterdir() if p.name.startswith("out.old-")]
+    assert len(moved) == 1 and _tree(moved[0]) == before
