@@ -25,6 +25,7 @@ class FitArgs:
     """Options of :func:`fit` (shared by every graph model)."""
 
     output_dir: str = field(default="outputs/baselines", metadata={"help": "Where results.json / results.md / curves.png go (empty: write nothing)."})
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "baselines/run.py: start over in an --output_dir that holds files, moving them aside to <output_dir>.old-<date>-<time>; without it such a folder is refused."})
     epochs: int = field(default=1000, metadata={"help": "Maximum number of epochs."})
     patience: int = field(default=8, metadata={"help": "Stop after this many validations without a better validation metric."})
     eval_every: int = field(default=1, metadata={"help": "Validate every N epochs."})

@@ -123,10 +123,13 @@ def run_baseline(argv=None) -> dict:
     fargs.output_dir = fargs.output_dir.format(dataset=dargs.dataset, model=dargs.model)
     if not fargs.output_dir:
         raise OptionError("--output_dir", "must name a folder (the reports are written there)")
+    from ..rundir import check_output_dir, claim_output_dir
+    check_output_dir(Path(fargs.output_dir), "", fargs.overwrite_output_dir)  # before any work
     data = load_data(dargs)
     print(f"{data.name}: {data.n_users} users, {data.n_items} items, {data.n_train} train / "
           f"{sum(len(v) for v in data.valid)} valid / {sum(len(t) for t in data.test)} test interactions; "
           f"features {', '.join(f'{k} {v.shape[1]}' for k, v in data.features.items())}", flush=True)
+    run_lock = claim_output_dir(Path(fargs.output_dir), "", fargs.overwrite_output_dir)  # one run per folder
     torch.manual_seed(fargs.seed)  # initial weights depend on the seed only
     model = MODELS[dargs.model](data, cfg)
     # The popularity floor, on the same splits and evaluator.
@@ -158,6 +161,7 @@ def run_baseline(argv=None) -> dict:
     print("test: " + ", ".join(f"{k} {t[k]:.4f}" for k in ("recall@20", "ndcg@20", "precision@20"))
           + f" (best epoch {results['best_epoch']}); popularity recall@20 {p['recall@20']:.4f}; "
           f"results in {Path(fargs_out) / 'results.json'}")
+    run_lock.release()
     return results
 
 

@@ -125,7 +125,9 @@ def finetune(argv=None) -> dict:
         task_cls = FinetuneTask
     out = Path(targs.output_dir)
     task = task_cls(model, items, ds.splits, targs, fargs)
-    trainer = Trainer(targs, task, acc, EarlyStopping(f"valid_{fargs.metric}", fargs.patience, out / "best"))
+    from missrec.rundir import run_settings
+    trainer = Trainer(targs, task, acc, EarlyStopping(f"valid_{fargs.metric}", fargs.patience, out / "best"),
+                      settings=run_settings(margs, targs, fargs))
     state = trainer.train()
 
     # Test with the best checkpoint (weights and the interest clusters of that epoch).
@@ -144,6 +146,7 @@ def finetune(argv=None) -> dict:
         t = results["test"]
         acc.print("test: " + ", ".join(f"{k} {v:.4f}" for k, v in t.items()) + f"  (best epoch {state.best_epoch}); "
                   f"results in {out / 'results.json'}")
+    trainer.close()
     return results
 
 

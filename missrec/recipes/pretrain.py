@@ -79,7 +79,8 @@ def pretrain(argv=None):
               f"{len(ds.splits['train'])} training sequences; {sum(p.numel() for p in model.parameters()):,} parameters; "
               f"{acc.num_processes} process(es) on {acc.device}, mixed precision {acc.mixed_precision}")
     task = PretrainTask(model, items, ds.splits["train"], targs, pargs)
-    trainer = Trainer(targs, task, acc)
+    from missrec.rundir import run_settings
+    trainer = Trainer(targs, task, acc, settings=run_settings(margs, targs, pargs))
     state = trainer.train()
     if acc.is_main_process:
         summary = {"global_step": state.global_step, "epochs_done": state.epoch, "history": state.history,
@@ -91,6 +92,7 @@ def pretrain(argv=None):
         acc.print(f"done: {state.global_step} steps; {tp['steps_per_s']:.2f} steps/s, {tp['sequences_per_s']:.1f} sequences/s "
                   f"(incl. interest discovery); "
                   f"checkpoints in {targs.output_dir}")
+    trainer.close()
     return state
 
 
