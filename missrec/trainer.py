@@ -402,7 +402,7 @@ class Trainer:
         if not w["steps"]:
             return
         now = time.perf_counter()
-        row = {"kind": "step", "step": st.global_step, "epoch": st.epoch, "loss": w["loss"] / w["steps"],
+        row = {"kind": "step", "step": st.global_step, "epoch": st.epoch + 1, "loss": w["loss"] / w["steps"],
                **{k: float(v) / w["steps"] for k, v in w["parts"].items()},
                "lr": float(self.optimizer.param_groups[0]["lr"]),
                "sequences_per_s": (self.seen - w["seen"]) / max(now - w["t"], 1e-9)}
@@ -410,7 +410,7 @@ class Trainer:
             self.log.write(row)
         if not self.args.progress:
             parts = ", ".join(f"{k} {row[k]:.4f}" for k in w["parts"])
-            acc.print(f"step {st.global_step}/{self.total} (epoch {st.epoch}): loss {row['loss']:.4f}"
+            acc.print(f"step {st.global_step}/{self.total} (epoch {st.epoch + 1}): loss {row['loss']:.4f}"
                       + (f" ({parts})" if parts else "") + f", lr {row['lr']:.3g}, "
                       f"{row['sequences_per_s']:.1f} sequences/s", flush=True)
         self._window = {"t": now, "seen": self.seen, "loss": 0.0, "steps": 0, "parts": {}}

@@ -34,12 +34,12 @@ def data(tmp_path_factory):
 
 
 def _finetune(data, out, *extra):
-    return run(finetune.main, ["--data_root", str(data), "--dataset", "tiny", "--output_dir", str(out),
+    return run(finetune.finetune, ["--data_root", str(data), "--dataset", "tiny", "--output_dir", str(out),
                                *SMALL, "--plot", "false", *extra], exit=False)
 
 
 def _pretrain(data, out, *extra):
-    return run(pretrain.main, ["--data_root", str(data), "--dataset", "tinypt", "--output_dir", str(out),
+    return run(pretrain.pretrain, ["--data_root", str(data), "--dataset", "tinypt", "--output_dir", str(out),
                                *SMALL, *extra], exit=False)
 
 
@@ -161,7 +161,7 @@ def test_resume_with_other_settings_names_them(data, used, capsys, option, needl
 def test_resume_with_another_dataset_is_refused(data, tmp_path, used, capsys):
     make_domain(data, name="tiny2", seed=1)
     before = _tree(used)
-    rc = run(finetune.main, ["--data_root", str(data), "--dataset", "tiny2", "--output_dir", str(used), *SMALL,
+    rc = run(finetune.finetune, ["--data_root", str(data), "--dataset", "tiny2", "--output_dir", str(used), *SMALL,
                              "--plot", "false", "--epochs", "2", "--resume_from", "latest"], exit=False)
     _error(rc, capsys, "--dataset tiny (this run: tiny2)")
     assert _tree(used) == before
@@ -301,7 +301,7 @@ def test_log_lines_on_stdout_and_in_train_log_jsonl(data, tmp_path, capsys):
     assert isinstance(_finetune(data, out, "--epochs", "1", "--log_every", "1"), dict)
     stdout = capsys.readouterr().out
     lines = [ln for ln in stdout.splitlines() if ln.startswith("step ")]
-    assert len(lines) == 2 and lines[0].startswith("step 1/2 (epoch 0): loss ")
+    assert len(lines) == 2 and lines[0].startswith("step 1/2 (epoch 1): loss ")
     assert "(loss_ce " in lines[0] and ", lr 0.001, " in lines[0] and lines[0].endswith(" sequences/s")
     rows = [json.loads(ln) for ln in (out / "train_log.jsonl").read_text().splitlines()]
     assert [r["kind"] for r in rows] == ["step", "step", "epoch"]
@@ -315,7 +315,7 @@ def test_progress_bar_on_keeps_stdout_quiet_but_still_logs_jsonl(data, tmp_path,
     argv = ["--data_root", str(data), "--dataset", "tiny", "--output_dir", str(out), *SMALL, "--plot", "false",
             "--progress", "true",
             "--epochs", "1", "--log_every", "1"]
-    assert isinstance(run(finetune.main, argv, exit=False), dict)
+    assert isinstance(run(finetune.finetune, argv, exit=False), dict)
     assert not [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("step ")]
     assert len((out / "train_log.jsonl").read_text().splitlines()) == 3
 
@@ -339,7 +339,7 @@ def test_max_steps_inside_the_first_epoch_still_writes_best(data, tmp_path, caps
     res = _finetune(data, out, "--max_steps", "1")
     assert isinstance(res, dict), capsys.readouterr().err
     assert (out / "best" / "model.safetensors").is_file() and (out / "checkpoint-step1").is_dir()
-    assert res["best_epoch"] == 0 and res["history"][0]["partial_steps"] == 1
+    assert res["best_epoch"] == 1 and res["history"][0]["partial_steps"] == 1
     assert "epoch 0 (its first 1 of 2 steps: --max_steps)" in capsys.readouterr().out
     # The short run continues: the partial validation did not count against patience.
     res = _finetune(data, out, "--max_steps", "4", "--resume_from", "latest", "--patience", "1")
@@ -369,10 +369,10 @@ def test_graph_baseline_refuses_a_used_folder_and_overwrite_moves_it(tmp_path, c
     make_domain(tmp_path / "d", n_users=25)
     argv = ["--data_root", str(tmp_path / "d"), "--dataset", "tiny", "--model", "lightgcn", "--epochs", "1",
             "--output_dir", str(tmp_path / "out"), "--progress", "false", "--plot", "false", "--ks", "10,20"]
-    assert isinstance(run(baselines.main, argv, exit=False), dict)
+    assert isinstance(run(baselines.run_baseline, argv, exit=False), dict)
     before = _tree(tmp_path / "out")
-    _error(run(baselines.main, argv, exit=False), capsys, f"--output_dir {tmp_path / 'out'}: already holds a run")
+    _error(run(baselines.run_baseline, argv, exit=False), capsys, f"--output_dir {tmp_path / 'out'}: already holds a run")
     assert _tree(tmp_path / "out") == before
-    assert isinstance(run(baselines.main, argv + ["--overwrite_output_dir"], exit=False), dict)
+    assert isinstance(run(baselines.run_baseline, argv + ["--overwrite_output_dir"], exit=False), dict)
     moved = [p for p in tmp_path.iterdir() if p.name.startswith("out.old-")]
     assert len(moved) == 1 and _tree(moved[0]) == before
