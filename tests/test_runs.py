@@ -340,7 +340,7 @@ def test_max_steps_inside_the_first_epoch_still_writes_best(data, tmp_path, caps
     assert isinstance(res, dict), capsys.readouterr().err
     assert (out / "best" / "model.safetensors").is_file() and (out / "checkpoint-step1").is_dir()
     assert res["best_epoch"] == 1 and res["history"][0]["partial_steps"] == 1
-    assert "epoch 0 (its first 1 of 2 steps: --max_steps)" in capsys.readouterr().out
+    assert "epoch 1 (its first 1 of 2 steps: --max_steps)" in capsys.readouterr().out
     # The short run continues: the partial validation did not count against patience.
     res = _finetune(data, out, "--max_steps", "4", "--resume_from", "latest", "--patience", "1")
     assert isinstance(res, dict) and res["epochs_run"] == 2
