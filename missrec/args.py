@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from .config import MISSRecConfig
+from .errors import OptionError
 
 PAPER = MISSRecConfig()  # the defaults below are the model config's, not copies of them
 
@@ -176,7 +177,7 @@ def parse_ks(text: str) -> tuple[int, ...]:
     except ValueError:
         ks = ()
     if not ks or min(ks) < 1:
-        raise ValueError(f"{text!r} is not a comma-separated list of positive integers (e.g. 10,20,50)")
+        raise OptionError(f"{text!r} is not a comma-separated list of positive integers (e.g. 10,20,50)")
     return ks
 
 

@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .config import MISSRecConfig
-from .errors import UserError, reading
+from .errors import MissingFileError, OutputExistsError, UserError, reading
 from .fsutil import atomic_dir, atomic_write_json
 
 CONFIG, WEIGHTS, INTEREST = "config.json", "model.safetensors", "interest.safetensors"
@@ -56,13 +56,13 @@ def save_checkpoint(path: str | os.PathLike, config: dict, weights: dict[str, to
     out = Path(path)
     if out.exists():
         if not out.is_dir():
-            raise FileExistsError(f"{out}: exists and is not a folder")
+            raise OutputExistsError(f"{out}: exists and is not a folder")
         if any(out.iterdir()):
             if not is_checkpoint_folder(out):
-                raise FileExistsError(f"{out}: folder exists, is not empty and is not a checkpoint folder; "
+                raise OutputExistsError(f"{out}: folder exists, is not empty and is not a checkpoint folder; "
                                       "choose another output folder")
             if not overwrite:
-                raise FileExistsError(f"{out}: a checkpoint folder already exists there (use --overwrite)")
+                raise OutputExistsError(f"{out}: a checkpoint folder already exists there (use --overwrite)")
     with atomic_dir(out) as tmp:
         write_files(tmp, config, weights, interest)
     return out
@@ -102,7 +102,7 @@ def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """``safetensors.torch.load_file`` whose failures (truncated, empty, not safetensors) name the file."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: not found")
+        raise MissingFileError(f"{path}: not found")
     with reading(path, "safetensors file", fix="download or save the checkpoint again"):
         return load_file(str(path))
 

@@ -5,7 +5,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import CorruptFileError, read_json
+from .errors import CorruptFileError, MissingFileError, OptionError, UserError, read_json
 from .fsutil import atomic_write_json
 
 
@@ -51,15 +51,15 @@ class MISSRecConfig:
 
     def __post_init__(self):
         if self.hidden_size % self.n_heads:
-            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by n_heads {self.n_heads}")
+            raise OptionError(f"hidden_size {self.hidden_size} is not divisible by n_heads {self.n_heads}")
         if self.fusion not in ("dynamic_shared", "static"):
-            raise ValueError(f"fusion must be 'dynamic_shared' or 'static', got {self.fusion!r}")
+            raise OptionError(f"fusion must be 'dynamic_shared' or 'static', got {self.fusion!r}")
         if self.attention_impl not in ATTENTION_IMPLS:
-            raise ValueError(f"attention_impl must be one of {', '.join(ATTENTION_IMPLS)}, got {self.attention_impl!r}")
+            raise OptionError(f"attention_impl must be one of {', '.join(ATTENTION_IMPLS)}, got {self.attention_impl!r}")
         if self.interest_reg not in ("mean", "original"):
-            raise ValueError(f"interest_reg must be 'mean' or 'original', got {self.interest_reg!r}")
+            raise OptionError(f"interest_reg must be 'mean' or 'original', got {self.interest_reg!r}")
         if self.use_id and self.n_items <= 0:
-            raise ValueError("use_id=True needs n_items > 0 (size of the item-ID table)")
+            raise OptionError("use_id=True needs n_items > 0 (size of the item-ID table)")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -69,7 +69,7 @@ class MISSRecConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
-            raise ValueError(f"config.json: unknown keys {unknown}")
+            raise UserError(f"config.json: unknown keys {unknown}")
         return cls(**d)
 
     def save(self, path: str | Path) -> None:
@@ -79,7 +79,7 @@ class MISSRecConfig:
     def load(cls, path: str | Path) -> "MISSRecConfig":
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: not found (a checkpoint folder needs config.json)")
+            raise MissingFileError(f"{path}: not found (a checkpoint folder needs config.json)")
         d = read_json(path, "checkpoint", fix="save or download it again")
         if not isinstance(d, dict):
             raise CorruptFileError(path, "expected a JSON object of model options")

@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from .fsutil import atomic_write_text
+from .errors import CorruptFileError
 
 CARD = "README.md"
 _METRIC_NAMES = {"recall": "Recall", "ndcg": "NDCG", "mrr": "MRR", "hit": "Hit"}
@@ -131,6 +132,6 @@ def read_card_metadata(path: str | Path) -> dict:
     """The YAML front matter of a model card (for tests and tools)."""
     text = Path(path).read_text(encoding="utf-8")
     if not text.startswith("---\n"):
-        raise ValueError(f"{path}: no YAML front matter")
+        raise CorruptFileError(f"{path}: no YAML front matter")
     end = text.index("\n---", 4)
     return yaml.safe_load(text[4:end]) or {}

@@ -177,7 +177,7 @@ def write_inter(path: str | os.PathLike, split: Split, domain_items: Sequence[in
     ids_used = np.concatenate([np.asarray(split.seq)[real], np.asarray(split.target)])
     n = int(ids_used.max(initial=0))
     if len(ids_used) and int(ids_used.min()) < 1:
-        raise ValueError(f"{path}: item id 0 (padding) or negative inside a history or target")
+        raise DataFormatError(f"{path}: item id 0 (padding) or negative inside a history or target")
     # One token string per id, built once: rows then only join look-ups (fast for big corpora).
     idx = np.arange(n)
     if domain_items is None:
@@ -185,7 +185,7 @@ def write_inter(path: str | os.PathLike, split: Split, domain_items: Sequence[in
     else:
         offsets = np.concatenate([[0], np.cumsum(domain_items)])
         if n > offsets[-1]:
-            raise ValueError(f"{path}: item id {n} beyond the corpus's {int(offsets[-1])} items")
+            raise DataFormatError(f"{path}: item id {n} beyond the corpus's {int(offsets[-1])} items")
         d = np.searchsorted(offsets, idx, side="right") - 1
         vocab = [""] + [f"{a}-{b}" for a, b in zip(d.tolist(), (idx - offsets[d]).tolist())]
 
@@ -457,7 +457,7 @@ def write_dataset(root: str | os.PathLike, name: str, *, item_ids: Sequence[str]
     n_items = len(item_ids)
     for s, split in splits.items():
         if len(split) and (split.target.max() > n_items or split.seq.max() > n_items):
-            raise ValueError(f"{name}.{s}.inter: item id beyond the {n_items} items")
+            raise DataFormatError(f"{name}.{s}.inter: item id beyond the {n_items} items")
         write_inter(folder / f"{name}.{s}.inter", split)
     write_index_map(folder / f"{name}.item2index", item_ids)
     if user_ids is not None:
@@ -466,7 +466,7 @@ def write_dataset(root: str | os.PathLike, name: str, *, item_ids: Sequence[str]
         write_text(folder / f"{name}.text", item_ids, texts)
     for key, arr in (features or {}).items():
         if arr.shape[0] != n_items:
-            raise ValueError(f"{name}.{FEATURE_SUFFIXES[key]}: {arr.shape[0]} rows for {n_items} items")
+            raise DataFormatError(f"{name}.{FEATURE_SUFFIXES[key]}: {arr.shape[0]} rows for {n_items} items")
         write_features(folder / f"{name}.{FEATURE_SUFFIXES[key]}", arr)
     write_meta(folder, name, n_items=n_items, n_users=None if user_ids is None else len(user_ids),
                encoder=encoder, extra=extra_meta)

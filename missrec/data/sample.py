@@ -50,7 +50,7 @@ from typing import Sequence
 import numpy as np
 from filelock import FileLock
 
-from ..errors import UserError
+from ..errors import MissingFileError, OptionError, UserError
 from ..fsutil import atomic_dir, atomic_write_json, atomic_write_text, sha256_file
 from .atomic import (FEATURE_SUFFIXES, MAX_LEN, Split, write_dataset, write_features,
                      write_index_map, write_inter, write_text)
@@ -97,22 +97,22 @@ class SampleConfig:
     def __post_init__(self):
         groups = -(-self.n_topics // self.topics_per_group)
         if self.latent_dim < self.n_topics + groups:
-            raise ValueError(f"latent_dim ({self.latent_dim}) must be >= n_topics + topic groups "
+            raise OptionError(f"latent_dim ({self.latent_dim}) must be >= n_topics + topic groups "
                              f"({self.n_topics} + {groups})")
         if not 3 <= self.min_len <= self.max_len:
-            raise ValueError(f"need 3 <= min_len <= max_len (each user needs train/valid/test items), "
+            raise OptionError(f"need 3 <= min_len <= max_len (each user needs train/valid/test items), "
                              f"got {self.min_len}..{self.max_len}")
         if min(self.p_transition, self.p_preference, self.p_popularity) < 0 or \
                 self.p_transition + self.p_preference + self.p_popularity > 1:
-            raise ValueError("p_transition, p_preference, p_popularity must be >= 0 and sum to <= 1")
+            raise OptionError("p_transition, p_preference, p_popularity must be >= 0 and sum to <= 1")
         if self.n_targets > 26:
-            raise ValueError("at most 26 target domains (named sample_a .. sample_z)")
+            raise OptionError("at most 26 target domains (named sample_a .. sample_z)")
         for f in ("n_sources", "n_targets"):
             if getattr(self, f) < 0:
-                raise ValueError(f"{f} must be >= 0")
+                raise OptionError(f"{f} must be >= 0")
         for f in ("source_items", "source_users", "target_items", "target_users"):
             if getattr(self, f) < 2:
-                raise ValueError(f"{f} must be >= 2")
+                raise OptionError(f"{f} must be >= 2")
 
 
 def target_names(n_targets: int) -> list[str]:
@@ -578,7 +578,7 @@ def read_summary(sample_dir: str | os.PathLike) -> dict:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
-        raise FileNotFoundError(f"{path}: no complete sample here ({e})") from None
+        raise MissingFileError(f"{path}: no complete sample here ({e})") from None
 
 
 def format_summary(domains: Sequence[dict]) -> str:

@@ -10,11 +10,14 @@ batch), so the loop in :mod:`missrec.graph.loop` only calls:
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from torch import nn
 
 from .data import GraphData
+from ..errors import DivergenceError, OptionError
 
 
 class GraphModel(nn.Module):
@@ -28,7 +31,7 @@ class GraphModel(nn.Module):
         cfg = dict(cfg or {})
         unknown = sorted(set(cfg) - set(self.defaults))
         if unknown:
-            raise ValueError(f"{type(self).__name__}: unknown options {unknown} (known: {sorted(self.defaults)})")
+            raise OptionError(f"{type(self).__name__}: unknown options {unknown} (known: {sorted(self.defaults)})")
         self.cfg = {**self.defaults, **cfg}
         self.n_users, self.n_items = data.n_users, data.n_items
 
@@ -53,6 +56,15 @@ class GraphModel(nn.Module):
     @property
     def device(self) -> torch.device:
         return next(iter(self.parameters()), torch.zeros(())).device
+
+
+def check_finite(stats: dict, epoch: int) -> None:
+    """Raise the one divergence error (shared with the sequential Trainer) when an epoch's statistics are NaN/inf."""
+    bad = {k: v for k, v in stats.items() if not math.isfinite(float(v))}
+    if bad:
+        raise DivergenceError.at(epoch, None, f"loss {stats.get('loss', float('nan'))}, non-finite training "
+                                 f"statistics {sorted(bad)}; stopped, nothing written",
+                                 "lower the learning rate (lr=... in --model_opts or the YAML)")
 
 
 def _randint(n: int, size: int, generator: torch.Generator) -> np.ndarray:
@@ -93,7 +105,7 @@ def sample_bpr_batches(data: GraphData, batch_size: int, generator: torch.Genera
     With ``negatives=False`` the third tensor is empty (in-batch-softmax models need none).
     """
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise OptionError(f"batch_size must be >= 1, got {batch_size}")
     users_all, items_all = data.train_pairs()
     batches = []
     if mode == "pairs":

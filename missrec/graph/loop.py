@@ -17,6 +17,8 @@ import torch
 from ..reports import write_reports as _write_reports
 from .data import GraphData
 from .evaluate import evaluate_data
+from ..errors import DataError, OptionError
+from .base import check_finite
 
 
 @dataclass
@@ -54,7 +56,7 @@ def resolve_test_graph(choice: str, data: GraphData) -> str:
     if choice == "auto":
         return "train" if data.info.get("format") == "mmssl" else "train+valid"
     if choice not in TEST_GRAPHS:
-        raise ValueError(f"--test_graph: expected auto, train or train+valid, got {choice!r}")
+        raise OptionError(f"--test_graph: expected auto, train or train+valid, got {choice!r}")
     return choice
 
 
@@ -69,19 +71,13 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _check_finite(stats: dict, epoch: int) -> None:
-    bad = {k: v for k, v in stats.items() if not math.isfinite(float(v))}
-    if bad:
-        raise FloatingPointError(f"epoch {epoch}: non-finite training statistics {bad} (lower the learning rate?)")
-
-
 def fit(model, data: GraphData, args: FitArgs, name: str | None = None) -> dict:
     """Train ``model`` on ``data``; return (and write, if ``args.output_dir``) the results dict."""
     ks = args.ks_tuple
     if args.metric.split("@")[0] not in ("recall", "precision", "ndcg", "hit") or int(args.metric.split("@")[1]) not in ks:
-        raise ValueError(f"--metric {args.metric}: expected recall|precision|ndcg|hit@K with K in --ks {args.ks}")
+        raise OptionError(f"--metric {args.metric}: expected recall|precision|ndcg|hit@K with K in --ks {args.ks}")
     if not any(len(v) for v in data.valid):
-        raise ValueError(f"{data.name}: no validation items (model selection needs a validation split)")
+        raise DataError(f"{data.name}: no validation items (model selection needs a validation split)")
     test_graph = resolve_test_graph(args.test_graph, data)
     device = resolve_device(args.device)
     model.to(device)
@@ -99,7 +95,7 @@ def fit(model, data: GraphData, args: FitArgs, name: str | None = None) -> dict:
             torch.cuda.synchronize(device)
         dt = time.perf_counter() - t0
         train_time += dt
-        _check_finite(stats, epoch)
+        check_finite(stats, epoch)
         row = {"epoch": epoch, "train_loss": stats.get("loss", float("nan")), "train_seconds": dt,
                **{f"train_{k}": v for k, v in stats.items() if k != "loss"}}
         if epoch % args.eval_every == 0 or epoch == args.epochs:

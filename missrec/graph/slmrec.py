@@ -40,6 +40,7 @@ from torch.nn import functional as F
 from .base import GraphModel, feature_buffer, info_nce, lightgcn_layers, sample_bpr_batches
 from .data import GraphData
 from .sparse import normalized_adjacency
+from ..errors import DataError, OptionError
 
 SSL_TASKS = ("FAC", "FD", "FM", "FD+FM", "none")
 
@@ -54,15 +55,15 @@ class SLMRec(GraphModel):
         super().__init__(data, cfg)
         c = self.cfg
         if c["ssl_task"] not in SSL_TASKS:
-            raise ValueError(f"SLMRec: ssl_task must be one of {SSL_TASKS}, got {c['ssl_task']!r}")
+            raise OptionError(f"SLMRec: ssl_task must be one of {SSL_TASKS}, got {c['ssl_task']!r}")
         if c["fusion"] not in ("concat", "mean"):
-            raise ValueError(f"SLMRec: fusion must be 'concat' or 'mean', got {c['fusion']!r}")
+            raise OptionError(f"SLMRec: fusion must be 'concat' or 'mean', got {c['fusion']!r}")
         if c["score"] not in ("cosine", "dot"):
-            raise ValueError(f"SLMRec: score must be 'cosine' or 'dot', got {c['score']!r}")
+            raise OptionError(f"SLMRec: score must be 'cosine' or 'dot', got {c['score']!r}")
         mods = list(c["modalities"] or data.features)
         missing = [m for m in mods if m not in data.features]
         if not mods or missing:
-            raise ValueError(f"SLMRec needs item features; {data.name} has {sorted(data.features)}, asked for {mods}")
+            raise DataError(f"SLMRec needs item features; {data.name} has {sorted(data.features)}, asked for {mods}")
         self.modalities = mods
         d = c["embed_dim"]
         for m in mods:

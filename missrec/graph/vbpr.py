@@ -15,6 +15,7 @@ from torch import nn
 
 from .base import GraphModel, bpr_epoch, bpr_loss, feature_buffer, l2_reg
 from .data import GraphData
+from ..errors import DataError
 
 
 class VBPR(GraphModel):
@@ -27,7 +28,7 @@ class VBPR(GraphModel):
         mods = list(c["modalities"] or sorted(data.features))
         missing = [m for m in mods if m not in data.features]
         if not mods or missing:
-            raise ValueError(f"VBPR needs item features; {data.name} has {sorted(data.features)}, asked for {mods}")
+            raise DataError(f"VBPR needs item features; {data.name} has {sorted(data.features)}, asked for {mods}")
         self.modalities = mods
         feats = torch.cat([feature_buffer(data.features[m], c["normalize_features"]) for m in mods], dim=1)
         self.register_buffer("features", feats, persistent=False)

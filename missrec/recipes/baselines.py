@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
+from ..errors import MissingFileError, OptionError
 
 BASELINE_DEFAULTS = {"output_dir": "", "epochs": 1000, "patience": 8}
 
@@ -56,12 +57,12 @@ def load_data(a: DataArgs):
         mods = tuple(m for m in a.modalities.split(",") if m) or ("text", "image")
         return load_atomic(root, a.dataset, modalities=mods)
     if not a.data_root:
-        raise ValueError(f"--data_root: required with --format {a.format}")
+        raise OptionError(f"--data_root: required with --format {a.format}")
     if a.format == "mmssl":
         return load_mmssl(a.data_root)
     if a.format == "slmrec":
         return load_slmrec(a.data_root, a.dataset, a.valid_ratio, a.valid_seed)
-    raise ValueError(f"--format: expected atomic, mmssl or slmrec, got {a.format!r}")
+    raise OptionError(f"--format: expected atomic, mmssl or slmrec, got {a.format!r}")
 
 
 def _split_config(path: str | None, model_names) -> tuple[dict, dict, dict]:
@@ -70,18 +71,18 @@ def _split_config(path: str | None, model_names) -> tuple[dict, dict, dict]:
         return {}, {}, {}
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"--config {p}: file not found")
+        raise MissingFileError(f"--config {p}: file not found")
     try:
         values = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
-        raise ValueError(f"--config {p}: not valid YAML ({e})") from None
+        raise OptionError(f"--config {p}: not valid YAML ({e})") from None
     if not isinstance(values, dict):
-        raise ValueError(f"--config {p}: expected a mapping of option: value")
+        raise OptionError(f"--config {p}: expected a mapping of option: value")
     per_model = {k: values.pop(k) for k in list(values) if k in model_names}
     model_cfg = values.pop("model_cfg", None) or {}
     for k, v in [("model_cfg", model_cfg), *per_model.items()]:
         if not isinstance(v, dict):
-            raise ValueError(f"--config {p}: '{k}' must be a mapping of hyper-parameter: value")
+            raise OptionError(f"--config {p}: '{k}' must be a mapping of hyper-parameter: value")
     return values, model_cfg, per_model
 
 
@@ -89,7 +90,7 @@ def parse_opts(s: str) -> dict:
     out = {}
     for part in filter(None, (x.strip() for x in s.split(","))):
         if "=" not in part:
-            raise ValueError(f"--model_opts: expected key=value, got {part!r}")
+            raise OptionError(f"--model_opts: expected key=value, got {part!r}")
         k, v = part.split("=", 1)
         out[k.strip()] = yaml.safe_load(v)
     return out
@@ -117,10 +118,10 @@ def main(argv=None):
     valid = {f for t in (DataArgs, FitArgs) for f in t.__dataclass_fields__}
     unknown = sorted(set(script) - valid)
     if unknown:
-        raise ValueError(f"--config {known.config}: unknown options {unknown}")
+        raise OptionError(f"--config {known.config}: unknown options {unknown}")
     dargs, fargs = parse((DataArgs, FitArgs), rest, description=__doc__, defaults={**BASELINE_DEFAULTS, **script})
     if dargs.model not in MODELS:
-        raise ValueError(f"--model: expected one of {', '.join(MODELS.keys())}, got {dargs.model!r}")
+        raise OptionError(f"--model: expected one of {', '.join(MODELS.keys())}, got {dargs.model!r}")
     cfg = {**model_cfg, **per_model.get(dargs.model, {}), **parse_opts(dargs.model_opts)}
     if dargs.modalities and dargs.model != "lightgcn":
         cfg.setdefault("modalities", [m for m in dargs.modalities.split(",") if m])
