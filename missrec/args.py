@@ -166,7 +166,22 @@ _FIELD_CHECKS = {
     "augmentation": _in("auto", "item_drop", "word_drop", "both"),
     "mode": _in("transductive", "inductive"),
     "test_graph": _in("auto", "train", "train+valid"),
+    **{k: (lambda v: 0 <= v < 2 ** 32, f"must be a whole number in 0..{2 ** 32 - 1} (numpy's seed range)")
+       for k in ("seed", "valid_seed")},
+    "dataset": (lambda v: bool(str(v).strip()) and "/" not in str(v) and str(v) not in (".", ".."),
+                "must name a dataset folder under --data_root (not empty, no '/'), e.g. sample_a"),
+    "output_dir": (lambda v: _is_folder_or_free(v), "is an existing file (or inside one): give a folder"),
 }
+
+
+def _is_folder_or_free(path: str) -> bool:
+    """True when ``path`` is empty, a folder, or can become one (its nearest existing ancestor is a folder)."""
+    if not path:
+        return True
+    for p in (Path(path), *Path(path).parents):
+        if p.exists():
+            return p.is_dir()
+    return True
 
 
 def parse_ks(text: str) -> tuple[int, ...]:

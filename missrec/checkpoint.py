@@ -18,11 +18,11 @@ import sys
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from .config import MISSRecConfig
 from .errors import MissingFileError, OutputExistsError, UserError, reading
-from .fsutil import atomic_dir, atomic_write_json
+from .fsutil import atomic_dir, atomic_write_json, save_safetensors
 
 CONFIG, WEIGHTS, INTEREST = "config.json", "model.safetensors", "interest.safetensors"
 
@@ -40,11 +40,11 @@ def write_files(folder: str | os.PathLike, config: dict, weights: dict[str, torc
                 interest: dict[str, torch.Tensor] | None = None) -> None:
     """Write the checkpoint files into ``folder`` (an existing, usually temporary, folder)."""
     folder = Path(folder)
-    save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()}, str(folder / WEIGHTS),
-              metadata={"format": "pt"})
+    save_safetensors({k: v.detach().contiguous().cpu() for k, v in weights.items()}, folder / WEIGHTS,
+                     metadata={"format": "pt"})
     if interest is not None:
-        save_file({k: v.detach().contiguous().cpu() for k, v in interest.items()}, str(folder / INTEREST),
-                  metadata={"format": "pt"})
+        save_safetensors({k: v.detach().contiguous().cpu() for k, v in interest.items()}, folder / INTEREST,
+                         metadata={"format": "pt"})
     atomic_write_json(folder / CONFIG, config)
     from .modelcard import write_model_card
     write_model_card(folder)  # every checkpoint is Hub-ready; finetuning refreshes it with test metrics

@@ -216,7 +216,24 @@ def read_index_map(path: str | os.PathLike) -> list[str]:
     pairs.sort()
     if [i for i, _ in pairs] != list(range(len(pairs))):
         raise _err(path, "indices must be exactly 0..n-1, each once")
-    return [r for _, r in pairs]
+    ids = [r for _, r in pairs]
+    if len(set(ids)) != len(ids):  # two indices for one raw id: its interactions would be split silently
+        _duplicate_id(path)
+    return ids
+
+
+def _duplicate_id(path: Path) -> None:
+    """Raise the error naming the first line whose raw id already appeared (and that earlier line)."""
+    first: dict[str, int] = {}
+    with _utf8_lines(path) as f:
+        for lineno, line in enumerate(f, start=1):
+            raw = line.rstrip("\n").rstrip("\r").split("\t")[0]
+            if not line.strip():
+                continue
+            if raw in first:
+                raise _err(path, f"raw id {raw!r} appears twice (lines {first[raw]} and {lineno}); each raw id "
+                                 f"needs exactly one index: remove the duplicate and renumber", lineno)
+            first[raw] = lineno
 
 
 def write_index_map(path: str | os.PathLike, raw_ids: Sequence[str]) -> None:
@@ -296,7 +313,31 @@ def read_meta(path: str | os.PathLike) -> dict | None:
         raise _err(path, f"not valid JSON ({e})") from None
     if not isinstance(meta, dict):
         raise _err(path, "expected a JSON object")
+    _check_meta(path, meta)
     return meta
+
+
+def _whole(v, lo: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= lo
+
+
+def _check_meta(path: Path, meta: dict) -> None:
+    """Type- and range-check the fields the loaders use, naming the key (before any allocation)."""
+    def short(v) -> str:
+        r = repr(v)
+        return r if len(r) <= 60 else r[:57] + "..."
+    for key in ("n_items", "n_users"):
+        if meta.get(key) is not None and not _whole(meta[key], 0):
+            raise _err(path, f"{key}: expected a whole number >= 0, got {short(meta[key])}; correct it "
+                             f"(it is the line count of the .{key[2:-1]}2index file)")
+    if "dims" in meta:
+        dims = meta["dims"]
+        if not isinstance(dims, dict):
+            raise _err(path, f"dims: expected an object of feature file suffix: dimension (e.g. "
+                             f"{{\"feat1CLS\": 512}}), got {short(dims)}")
+        for suffix, d in dims.items():
+            if not _whole(d, 1):
+                raise _err(path, f"dims: {suffix}: expected a whole number >= 1 (the feature width), got {short(d)}")
 
 
 # ----------------------------------------------------------------------------- whole folders
@@ -351,7 +392,7 @@ def load_dataset(root: str | os.PathLike, name: str, splits: Sequence[str] = SPL
 
     item_ids = read_index_map(folder / f"{name}.item2index")
     n_items = len(item_ids)
-    if meta is not None and "n_items" in meta and int(meta["n_items"]) != n_items:
+    if meta is not None and meta.get("n_items") is not None and meta["n_items"] != n_items:
         raise _err(meta_path, f"n_items {meta['n_items']} != {n_items} lines in {name}.item2index")
     up = folder / f"{name}.user2index"
     user_ids = read_index_map(up) if up.is_file() else None

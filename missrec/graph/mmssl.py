@@ -63,7 +63,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .base import GraphModel, check_finite, sample_bpr_batches
+from .base import (FRACTION, NON_NEGATIVE, POSITIVE, GraphModel, at_least, check_finite, check_options,
+                   sample_bpr_batches)
 from .sparse import from_pairs, row_normalized, transpose
 from ..errors import DataError, OptionError
 
@@ -107,6 +108,12 @@ VARIANT_DEFAULTS = {
     "paper": {"attention": "multihead", "d_slope": 0.2, "d_norm": "layer", "real_sample": "intended",
               "regen": "epoch", "pairing": "interleave"},
 }
+CHECKS = {"embed_size": at_least(1), "batch_size": at_least(1), "heads": at_least(1), "n_ui_layers": at_least(0),
+          "lr": POSITIVE, "d_lr": POSITIVE, "weight_decay": NON_NEGATIVE, "regs": NON_NEGATIVE,
+          "feat_reg_decay": NON_NEGATIVE, "drop_rate": FRACTION, "g_drop1": FRACTION, "g_drop2": FRACTION,
+          "cl_rate": NON_NEGATIVE, "g_rate": NON_NEGATIVE, "gp_rate": NON_NEGATIVE, "tau": POSITIVE,
+          "real_data_tau": POSITIVE, "T": at_least(1), "m_topk_rate": NON_NEGATIVE, "d_max_items": at_least(1),
+          "d_hidden_cap": at_least(1), "score_chunk": at_least(1)}
 CHOICES = {"attention": ("executed", "multihead"), "d_norm": ("batch", "layer", "none"),
            "real_sample": ("executed", "intended"), "regen": ("batch", "epoch"),
            "pairing": ("tile", "interleave")}
@@ -125,6 +132,7 @@ def resolve_config(cfg: dict) -> dict:
     for key, allowed in CHOICES.items():
         if out[key] not in allowed:
             raise OptionError(f"mmssl: {key}: expected one of {list(allowed)}, got {out[key]!r}")
+    out = check_options("mmssl", out, {**DEFAULTS, **VARIANT_DEFAULTS["executed"]}, CHECKS)
     if int(out["T"]) < 1:
         raise OptionError(f"mmssl: T: expected an integer >= 1, got {out['T']!r}")
     if out["embed_size"] % out["heads"]:
@@ -221,6 +229,11 @@ class MMSSL(GraphModel):
     """See the module docstring. ``cfg`` keys: ``DEFAULTS`` and ``VARIANT_DEFAULTS``."""
 
     defaults = {**DEFAULTS, **VARIANT_DEFAULTS["executed"]}
+    checks = CHECKS
+
+    @classmethod
+    def check_cfg(cls, cfg: dict | None) -> dict:
+        return super().check_cfg(resolve_config(dict(cfg or {})))
 
     def __init__(self, data, cfg: dict | None = None):
         cfg = resolve_config(dict(cfg or {}))

@@ -37,7 +37,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .base import GraphModel, feature_buffer, info_nce, lightgcn_layers, sample_bpr_batches
+from .base import (FRACTION, NON_NEGATIVE, POSITIVE, GraphModel, at_least, feature_buffer, info_nce,
+                   lightgcn_layers, sample_bpr_batches)
 from .data import GraphData
 from .sparse import normalized_adjacency
 from ..errors import DataError, OptionError
@@ -50,6 +51,9 @@ class SLMRec(GraphModel):
                 "ssl_task": "FAC", "ssl_temp": 0.2, "ssl_alpha": 0.1, "dropout": 0.3, "fusion": "concat",
                 "fac_normalize": True, "mask_duplicates": True, "normalize_features": True, "modalities": None,
                 "score": "dot", "logq": False}
+    checks = {"embed_dim": at_least(2), "n_layers": at_least(0), "lr": POSITIVE, "weight_decay": NON_NEGATIVE,
+              "batch_size": at_least(1), "temp": POSITIVE, "ssl_temp": POSITIVE, "ssl_alpha": NON_NEGATIVE,
+              "dropout": FRACTION}
 
     def __init__(self, data: GraphData, cfg: dict | None = None):
         super().__init__(data, cfg)

@@ -125,6 +125,7 @@ def main(argv=None):
     cfg = {**model_cfg, **per_model.get(dargs.model, {}), **parse_opts(dargs.model_opts)}
     if dargs.modalities and dargs.model != "lightgcn":
         cfg.setdefault("modalities", [m for m in dargs.modalities.split(",") if m])
+    MODELS[dargs.model].check_cfg(cfg)  # every model option type- and range-checked before the data loads
     if not fargs.output_dir:
         fargs.output_dir = f"outputs/baselines/{dargs.dataset}-{dargs.model}"
     data = load_data(dargs)
