@@ -1,7 +1,7 @@
 """The one error path of every entry point: expected failures end in one ``error: ...`` line.
 
-``run(main, argv)`` calls ``main(argv)``. A failure the user can fix (bad option, missing or
-damaged file) prints ``error: <file or option>: <what is wrong and what to do>`` on one line
+``run(main, argv)`` calls ``main(argv)``. A failure the user can fix (a ``UserError`` from
+``missrec.errors``: bad option, missing or damaged file; or an ``OSError`` naming its file) prints ``error: <file or option>: <what is wrong and what to do>`` on one line
 to stderr and exits with status 2; no traceback unless ``--debug`` is on the command line or
 ``MISSREC_DEBUG=1`` is set. Anything else (a bug) still raises with its full traceback.
 Tools whose ``main`` returns an exit status (``sys.exit(main())``) use ``run(..., exit=False)``:
