@@ -126,6 +126,24 @@ POSITIVE = (lambda v: math.isfinite(v) and v > 0), "must be a finite number > 0"
 FRACTION = (lambda v: 0 <= v < 1), "must lie in [0, 1)"
 
 
+SEED = (lambda v: 0 <= v < 2 ** 32), f"must be a whole number in 0..{2 ** 32 - 1} (numpy's seed range)"
+DATASET = ((lambda v: bool(str(v).strip()) and "/" not in str(v) and str(v) not in (".", "..")),
+           "must name a dataset folder under --data_root (not empty, no '/'), e.g. sample_a")
+
+
+def _is_folder_or_free(path: str) -> bool:
+    """True when ``path`` is empty, a folder, or can become one (its nearest existing ancestor is a folder)."""
+    if not path:
+        return True
+    for p in (Path(path), *Path(path).parents):
+        if p.exists():
+            return p.is_dir()
+    return True
+
+
+OUTPUT_DIR = _is_folder_or_free, "is an existing file (or inside one): give a folder"
+
+
 def one_of(*choices):
     return (lambda v: v in choices), "must be one of " + " | ".join(choices)
 
@@ -231,7 +249,7 @@ class TrainArgs:
                      max_steps=((lambda v: v == -1 or v >= 1), "must be -1 (run all epochs) or a positive number of steps"),
                      lr_scheduler=one_of("constant", "linear", "cosine"),
                      mixed_precision=one_of("auto", "no", "bf16", "fp16"),
-                     kmeans_init=one_of("auto", "k-means++", "random"))
+                     kmeans_init=one_of("auto", "k-means++", "random"), seed=SEED, output_dir=OUTPUT_DIR)
 
 
 def with_defaults(cls, name: str, doc: str | None = None, helps: dict | None = None, **defaults):

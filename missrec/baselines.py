@@ -16,6 +16,7 @@ import torch
 from .data.atomic import load_dataset
 from .data.sample import target_domains
 from .evaluate import evaluate
+from .errors import DataError
 
 
 def _rows(split):
@@ -41,7 +42,7 @@ def item_counts(split, n_items: int, histories: str = "first") -> np.ndarray:
     seq, length, target = _rows(split)
     top = max(int(seq.max(initial=0)), int(target.max(initial=0)))
     if top > n_items or int(target.min(initial=1)) < 1:
-        raise ValueError(f"split holds item ids outside 1..{n_items} (max {top})")
+        raise DataError(f"split holds item ids outside 1..{n_items} (max {top})")
     counts = np.bincount(target, minlength=n_items + 1).astype(np.int64)
     if histories == "first":
         counts += np.bincount(seq[length == 1, 0], minlength=n_items + 1)

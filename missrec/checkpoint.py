@@ -18,11 +18,11 @@ import sys
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from .config import MISSRecConfig
-from .errors import UserError, reading
-from .fsutil import atomic_dir, atomic_write_json
+from .errors import MissingFileError, OutputExistsError, UserError, reading
+from .fsutil import atomic_dir, atomic_write_json, save_safetensors
 
 CONFIG, WEIGHTS, INTEREST = "config.json", "model.safetensors", "interest.safetensors"
 
@@ -40,11 +40,11 @@ def write_files(folder: str | os.PathLike, config: dict, weights: dict[str, torc
                 interest: dict[str, torch.Tensor] | None = None) -> None:
     """Write the checkpoint files into ``folder`` (an existing, usually temporary, folder)."""
     folder = Path(folder)
-    save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()}, str(folder / WEIGHTS),
-              metadata={"format": "pt"})
+    save_safetensors({k: v.detach().contiguous().cpu() for k, v in weights.items()}, folder / WEIGHTS,
+                     metadata={"format": "pt"})
     if interest is not None:
-        save_file({k: v.detach().contiguous().cpu() for k, v in interest.items()}, str(folder / INTEREST),
-                  metadata={"format": "pt"})
+        save_safetensors({k: v.detach().contiguous().cpu() for k, v in interest.items()}, folder / INTEREST,
+                         metadata={"format": "pt"})
     atomic_write_json(folder / CONFIG, config)
     from .modelcard import write_model_card
     write_model_card(folder)  # every checkpoint is Hub-ready; finetuning refreshes it with test metrics
@@ -56,13 +56,13 @@ def save_checkpoint(path: str | os.PathLike, config: dict, weights: dict[str, to
     out = Path(path)
     if out.exists():
         if not out.is_dir():
-            raise FileExistsError(f"{out}: exists and is not a folder")
+            raise OutputExistsError(f"{out}: exists and is not a folder")
         if any(out.iterdir()):
             if not is_checkpoint_folder(out):
-                raise FileExistsError(f"{out}: folder exists, is not empty and is not a checkpoint folder; "
+                raise OutputExistsError(f"{out}: folder exists, is not empty and is not a checkpoint folder; "
                                       "choose another output folder")
             if not overwrite:
-                raise FileExistsError(f"{out}: a checkpoint folder already exists there (use --overwrite)")
+                raise OutputExistsError(f"{out}: a checkpoint folder already exists there (use --overwrite)")
     with atomic_dir(out) as tmp:
         write_files(tmp, config, weights, interest)
     return out
@@ -102,7 +102,7 @@ def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """``safetensors.torch.load_file`` whose failures (truncated, empty, not safetensors) name the file."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: not found")
+        raise MissingFileError(f"{path}: not found")
     with reading(path, "safetensors file", fix="download or save the checkpoint again"):
         return load_file(str(path))
 

@@ -4,8 +4,8 @@ Every entry point is ``main(argv=None) -> int``: ``return run(work, argv, exit=F
 ``work(argv)`` does the job (``entry_status(fn)`` when ``fn`` returns results rather than a status);
 the scripts call ``sys.exit(main())`` and pyproject.toml's console scripts name ``main``.
 
-``run(main, argv)`` calls ``main(argv)``. A failure the user can fix (bad option, missing or
-damaged file) prints ``error: <file or option>: <what is wrong and what to do>`` on one line
+``run(main, argv)`` calls ``main(argv)``. A failure the user can fix (a ``UserError`` from
+``missrec.errors``: bad option, missing or damaged file; or an ``OSError`` naming its file) prints ``error: <file or option>: <what is wrong and what to do>`` on one line
 to stderr and exits with status 2; no traceback unless ``--debug`` is on the command line or
 ``MISSREC_DEBUG=1`` is set. Anything else (a bug) still raises with its full traceback.
 Tools whose ``main`` returns an exit status (``sys.exit(main())``) use ``run(..., exit=False)``:
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import json
 import os
 import sys
 
@@ -48,14 +47,10 @@ def describe(e: BaseException) -> str | None:
     """The one-line text for an expected failure, or None for an unexpected one (a bug)."""
     if isinstance(e, UserError):
         return str(e)
-    if isinstance(e, UnicodeDecodeError):
-        return f"input is not UTF-8 text ({e})"
-    if isinstance(e, json.JSONDecodeError):
-        return f"not valid JSON ({e})"
     if isinstance(e, OSError) and e.filename is not None:  # FileNotFoundError, IsADirectoryError, ...
         return f"{e.filename}: {e.strerror or e}"
-    if isinstance(e, (OSError, ValueError)):  # raised with a message naming the file/option
-        return str(e)
+    # Any other ValueError/KeyError/TypeError/OSError is a bug (or a check not written yet): it keeps
+    # its traceback, so "too many values to unpack" never reaches the user as advice.
     if type(e).__name__ == "OutOfMemoryError":
         return "out of accelerator memory: lower --train_batch_size / --eval_batch_size"
     return None

@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import CorruptFileError, read_json
+from .errors import CorruptFileError, MissingFileError, OptionError, UserError, read_json
 from .fsutil import atomic_write_json
 
 
@@ -26,22 +26,22 @@ def check_fields(cfg, spec: dict) -> None:
         v, kind = getattr(cfg, name), rule[0]
         if kind == "int":
             if type(v) is not int:
-                raise ValueError(f"config key '{name}' = {_show(v)}: must be a whole number")
+                raise OptionError(f"config key '{name}' = {_show(v)}: must be a whole number")
             if not rule[1] <= v <= rule[2]:
-                raise ValueError(f"config key '{name}' = {v}: must be between {rule[1]} and {rule[2]}")
+                raise OptionError(f"config key '{name}' = {v}: must be between {rule[1]} and {rule[2]}")
         elif kind == "float":
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise ValueError(f"config key '{name}' = {_show(v)}: must be a finite number")
+                raise OptionError(f"config key '{name}' = {_show(v)}: must be a finite number")
             lo, hi, lo_open, hi_open = rule[1:]
             if v < lo or v > hi or (lo_open and v == lo) or (hi_open and v == hi):
-                raise ValueError(f"config key '{name}' = {v}: must be in {'(' if lo_open else '['}{lo}, {hi}"
+                raise OptionError(f"config key '{name}' = {v}: must be in {'(' if lo_open else '['}{lo}, {hi}"
                                  f"{')' if hi_open else ']'}")
         elif kind == "choice" and v not in rule[1]:
-            raise ValueError(f"config key '{name}' = {_show(v)}: must be one of {', '.join(map(repr, rule[1]))}")
+            raise OptionError(f"config key '{name}' = {_show(v)}: must be one of {', '.join(map(repr, rule[1]))}")
         elif kind == "bool" and type(v) is not bool:
-            raise ValueError(f"config key '{name}' = {_show(v)}: must be true or false")
+            raise OptionError(f"config key '{name}' = {_show(v)}: must be true or false")
         elif kind == "dict" and not isinstance(v, dict):
-            raise ValueError(f"config key '{name}' = {_show(v)}: must be a JSON object")
+            raise OptionError(f"config key '{name}' = {_show(v)}: must be a JSON object")
 
 
 def _show(v) -> str:
@@ -71,7 +71,7 @@ def check_memory(n_params: int, what: str = "model") -> None:
         return
     have = available_memory()
     if have is not None and need > have:
-        raise ValueError(f"a {what} of these sizes has {n_params:,} parameters, {need / 2**30:.1f} GiB in float32 "
+        raise OptionError(f"a {what} of these sizes has {n_params:,} parameters, {need / 2**30:.1f} GiB in float32 "
                          f"before any training state, more than this machine's available memory "
                          f"({have / 2**30:.1f} GiB); check hidden_size, the layer counts, max_seq_length and n_items")
 
@@ -143,15 +143,15 @@ class MISSRecConfig:
         check_fields(self, self.FIELDS)
         check_memory(self.n_parameters(), "MISSRec model")
         if self.hidden_size % self.n_heads:
-            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by n_heads {self.n_heads}")
+            raise OptionError(f"hidden_size {self.hidden_size} is not divisible by n_heads {self.n_heads}")
         if self.fusion not in FUSIONS:
-            raise ValueError(f"fusion must be one of {', '.join(FUSIONS)}, got {self.fusion!r}")
+            raise OptionError(f"fusion must be one of {', '.join(FUSIONS)}, got {self.fusion!r}")
         if self.attention_impl not in ATTENTION_IMPLS:
-            raise ValueError(f"attention_impl must be one of {', '.join(ATTENTION_IMPLS)}, got {self.attention_impl!r}")
+            raise OptionError(f"attention_impl must be one of {', '.join(ATTENTION_IMPLS)}, got {self.attention_impl!r}")
         if self.interest_reg not in ("mean", "original"):
-            raise ValueError(f"interest_reg must be 'mean' or 'original', got {self.interest_reg!r}")
+            raise OptionError(f"interest_reg must be 'mean' or 'original', got {self.interest_reg!r}")
         if self.use_id and self.n_items <= 0:
-            raise ValueError("use_id=True needs n_items > 0 (size of the item-ID table)")
+            raise OptionError("use_id=True needs n_items > 0 (size of the item-ID table)")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -161,7 +161,7 @@ class MISSRecConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
-            raise ValueError(f"config.json: unknown keys {unknown}")
+            raise UserError(f"config.json: unknown keys {unknown}")
         return cls(**d)
 
     def save(self, path: str | Path) -> None:
@@ -171,7 +171,7 @@ class MISSRecConfig:
     def load(cls, path: str | Path) -> "MISSRecConfig":
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: not found (a checkpoint folder needs config.json)")
+            raise MissingFileError(f"{path}: not found (a checkpoint folder needs config.json)")
         d = read_json(path, "checkpoint", fix="save or download it again")
         if not isinstance(d, dict):
             raise CorruptFileError(path, "expected a JSON object of model options")

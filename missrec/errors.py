@@ -31,6 +31,34 @@ class CorruptFileError(UserError):
     """A file exists but cannot be read (truncated, not the expected format, not UTF-8)."""
 
 
+class MissingFileError(UserError, FileNotFoundError):
+    """A file or folder the user named is not there (still a FileNotFoundError for callers catching that)."""
+
+
+class OutputExistsError(UserError, FileExistsError):
+    """The output path is taken by something this run must not replace (still a FileExistsError)."""
+
+
+class DataError(UserError):
+    """The data given (a dataset's contents, a split, a feature matrix) cannot be used as asked."""
+
+
+class DivergenceError(UserError):
+    """Training produced a non-finite loss or gradient; shared by the sequential Trainer and the graph loop.
+
+    ``DivergenceError.at(epoch, step, detail)`` -> ``training diverged at step S (epoch E): <detail>; <what
+    to do>`` (``in epoch E`` when the loop has no step count), always one line.
+    """
+
+    HINT = "lower the learning rate"
+
+    @classmethod
+    def at(cls, epoch: int, step: int | None = None, detail: str = "non-finite loss",
+           hint: str = "") -> "DivergenceError":
+        where = f"at step {step} (epoch {epoch})" if step is not None else f"at epoch {epoch}"
+        return cls(f"training diverged {where}: {detail}; {hint or cls.HINT}")
+
+
 def not_utf8(path: str | os.PathLike, err: UnicodeDecodeError | None = None) -> CorruptFileError:
     """The error for a text file with non-UTF-8 bytes, naming the first bad line."""
     path = Path(path)

@@ -20,6 +20,8 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
+from .errors import DataError, OptionError
+
 
 DEFAULT_KS = (10, 20, 50)
 
@@ -172,9 +174,9 @@ def evaluate(scorer, split, n_items: int, *, ks: Sequence[int] = DEFAULT_KS, bat
     scorer is switched to eval mode for the run and restored afterwards.
     """
     if len(split) == 0:
-        raise ValueError("cannot evaluate an empty split")
+        raise DataError("cannot evaluate an empty split")
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise OptionError(f"batch_size must be >= 1, got {batch_size}")
     ranks = evaluate_ranks(scorer, split, n_items, batch_size=batch_size, chunk_size=chunk_size,
                            mask_history=mask_history, device=device, accelerator=accelerator,
                            progress=progress)

@@ -53,11 +53,32 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(tmp)
 
 
+def usual_mode(path: str | os.PathLike) -> None:
+    """Give ``path`` the permissions ``open()``/``mkdir()`` would under the umask (0644/0755 usually).
+
+    safetensors (our checkpoints, accelerate's state) and mkstemp create files 0600; every file the
+    project writes gets the same mode instead.
+    """
+    os.chmod(path, (0o777 if os.path.isdir(path) else 0o666) & ~_umask())
+
+
+def save_safetensors(tensors: dict, path: str | os.PathLike, metadata: dict | None = None) -> None:
+    """``safetensors.torch.save_file`` with the usual file permissions (it makes the file 0600)."""
+    from safetensors.torch import save_file
+    save_file(tensors, str(path), metadata=metadata)
+    usual_mode(path)
+
+
 def replace_dir(src: Path, dst: Path) -> None:
     """Rename the finished folder ``src`` onto ``dst``, replacing any old ``dst``.
 
-    The old folder is moved aside first, so at no moment is there no complete copy.
+    The old folder is moved aside first, so at no moment is there no complete copy. Every file
+    and folder inside ``src`` gets the usual permissions first (libraries writing into it, such as
+    accelerate's safetensors state, make 0600 files).
     """
+    for p in [src, *Path(src).rglob("*")]:
+        if not p.is_symlink():
+            usual_mode(p)
     if dst.exists():
         old = dst.with_name(f".{dst.name}.old")
         if old.exists():

@@ -55,7 +55,7 @@ from typing import Iterator
 from filelock import FileLock
 
 from .checkpoint import is_checkpoint_folder
-from .errors import UserError, read_json
+from .errors import MissingFileError, UserError, read_json
 from .fsutil import sha256_file
 from .pth import convert_pth
 
@@ -446,7 +446,7 @@ def _folder_or_single_pth(folder: Path, what: str, **convert_kwargs) -> Path:
     pths = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in _PTH_SUFFIXES)
     if len(pths) == 1:
         return convert_cached(pths[0], **convert_kwargs)
-    raise FileNotFoundError(f"{what}: neither a checkpoint folder (config.json + model.safetensors) nor a "
+    raise MissingFileError(f"{what}: neither a checkpoint folder (config.json + model.safetensors) nor a "
                             f"folder with a single original .pth (found {[p.name for p in pths]})")
 
 
@@ -461,7 +461,7 @@ def resolve(spec: str | os.PathLike, *, dataset: str | os.PathLike | None = None
     if path.is_dir():
         if is_checkpoint_folder(path):
             return path
-        raise FileNotFoundError(f"{path}: not a checkpoint folder (needs config.json and model.safetensors)")
+        raise MissingFileError(f"{path}: not a checkpoint folder (needs config.json and model.safetensors)")
     if path.is_file():
         return convert_cached(path, **conv)
 
@@ -471,7 +471,7 @@ def resolve(spec: str | os.PathLike, *, dataset: str | os.PathLike | None = None
     looks_local = text.startswith((".", "/", "~")) or text.endswith(_PTH_SUFFIXES)
     if text not in names and not text.startswith(("http://", "https://", "file://")) and (
             looks_local or hub_repo_id(text) is None):
-        raise FileNotFoundError(f"'{text}': no such file or folder, and not a registry name "
+        raise MissingFileError(f"'{text}': no such file or folder, and not a registry name "
                                 f"({', '.join(sorted(names)) or 'registry empty'}) or a Hub repo id (owner/name)")
     where = Path(download_dir) if download_dir is not None else default_download_dir()
     with _locked(f"fetch:{where.resolve()}:{text}"):
@@ -481,7 +481,7 @@ def resolve(spec: str | os.PathLike, *, dataset: str | os.PathLike | None = None
             conv["cache_dir"] = where / "converted"
         return _folder_or_single_pth(got, text, **conv)
     if entry is not None and entry.get("format") == "missrec":
-        raise FileNotFoundError(f"registry entry '{text}' gave a single file {got}, expected a folder")
+        raise MissingFileError(f"registry entry '{text}' gave a single file {got}, expected a folder")
     return convert_cached(got, **conv)
 
 

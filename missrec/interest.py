@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .errors import OptionError
+
 
 @dataclass
 class KMeansResult:
@@ -95,7 +97,7 @@ def kmeans(x: torch.Tensor, k: int, *, n_iter: int = 20, tol: float = 1e-4, init
         elif init == "random":
             centroids = x[torch.randperm(n, generator=gen)[:k].to(x.device)].clone()
         else:
-            raise ValueError(f"kmeans init must be 'k-means++', 'random' or 'auto', got {init!r}")
+            raise OptionError(f"kmeans init must be 'k-means++', 'random' or 'auto', got {init!r}")
 
     labels = dists = None
     it = 0

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import CorruptFileError
 from .interest import kmeans, n_interests
+from .errors import CorruptFileError, DataError
 
 
 def _with_pad_row(arr) -> torch.Tensor:
@@ -51,7 +51,7 @@ class ItemTable:
     def __init__(self, text: torch.Tensor, image: torch.Tensor, text_aug: torch.Tensor | None = None,
                  hidden_size: int = 300):
         if text.shape[0] != image.shape[0]:
-            raise ValueError(f"text features have {text.shape[0]} rows but image features {image.shape[0]}")
+            raise DataError(f"text features have {text.shape[0]} rows but image features {image.shape[0]}")
         self.text, self.image, self.text_aug = text, image, text_aug
         n = text.shape[0]
         self.text_interest = torch.zeros(n, dtype=torch.long, device=text.device)
@@ -131,10 +131,10 @@ class ItemTable:
     def load_interest_state(self, state: dict[str, torch.Tensor], source: str = "interest state") -> None:
         for k in ("interest_embeddings", "text_interest", "image_interest"):
             if k not in state:
-                raise ValueError(f"{source}: missing tensor '{k}'")
+                raise CorruptFileError(f"{source}: missing tensor '{k}'")
         _check_interest_state(state, self.centroids.shape[1], source)
         if state["text_interest"].shape[0] != self.n_items + 1:
-            raise ValueError(f"{source}: interest ids cover {state['text_interest'].shape[0] - 1} items, "
+            raise CorruptFileError(f"{source}: interest ids cover {state['text_interest'].shape[0] - 1} items, "
                              f"the dataset has {self.n_items}")
         self.text_interest = state["text_interest"].long().to(self.device)
         self.image_interest = state["image_interest"].long().to(self.device)

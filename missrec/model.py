@@ -27,6 +27,7 @@ from .config import MISSRecConfig
 from .hub import resolve
 from .interest import interest_tokens, interest_tokens_packed
 from .items import ItemTable
+from .errors import UserError
 
 
 def regulariser_mean(real_sum: torch.Tensor, n_real: torch.Tensor) -> torch.Tensor:
@@ -174,7 +175,7 @@ class MISSRec(nn.Module):
         tok, tok_row, n_int = interest_tokens_packed(items.text_interest[flat], items.image_interest[flat],
                                                      flat_row, B, items.centroids.shape[0])
         if bool((n_int == 0).any()):
-            raise ValueError("a history has no interest tokens: run interest discovery (or load the "
+            raise UserError("a history has no interest tokens: run interest discovery (or load the "
                              "interest state) before encoding sequences")
         emb = items.centroids[tok].to(x.dtype)
         i_off = packed.offsets_of(n_int)
@@ -267,13 +268,13 @@ class MISSRec(nn.Module):
         own = model.state_dict()
         unexpected = sorted(set(state) - set(own))
         if unexpected:
-            raise ValueError(f"{wpath}: unexpected weights {unexpected[:8]}")
+            raise UserError(f"{wpath}: unexpected weights {unexpected[:8]}")
         for k, v in state.items():
             if own[k].shape != v.shape:
-                raise ValueError(f"{wpath}: '{k}' has shape {tuple(v.shape)}, the model expects {tuple(own[k].shape)}")
+                raise UserError(f"{wpath}: '{k}' has shape {tuple(v.shape)}, the model expects {tuple(own[k].shape)}")
         missing = sorted(set(own) - set(state) - {"item_embedding.weight"})
         if missing:
-            raise ValueError(f"{wpath}: missing weights {missing[:8]}")
+            raise UserError(f"{wpath}: missing weights {missing[:8]}")
         model.load_state_dict(state, strict=False)
         return model
 

@@ -14,9 +14,44 @@ from pathlib import Path
 import yaml
 
 from .fsutil import atomic_write_text
+from .errors import CorruptFileError
 
 CARD = "README.md"
 _METRIC_NAMES = {"recall": "Recall", "ndcg": "NDCG", "mrr": "MRR", "hit": "Hit"}
+
+
+_MD_SPECIAL = set("\\`*_{}[]()|~")
+
+
+def _one_line(value, limit: int = 200) -> str:
+    """``str(value)`` on one line (whitespace runs collapsed), cut to ``limit`` characters."""
+    text = " ".join(str(value).split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def md(value, limit: int = 200) -> str:
+    """``value`` as inert Markdown text: one line, HTML escaped, Markdown punctuation backslash-escaped.
+
+    Strings in a card's body come from data files (a dataset's name, meta.json's encoder names,
+    results.json); escaped, they show verbatim and cannot open a comment (``<!--``), a tag, a
+    link, a heading or a table cell that hides the rest of the card.
+    """
+    text = _one_line(value, limit)
+    out = []
+    for ch in text:
+        if ch == "&":
+            out.append("&amp;")
+        elif ch == "<":
+            out.append("&lt;")
+        elif ch == ">":
+            out.append("&gt;")
+        elif ch in _MD_SPECIAL:
+            out.append("\\" + ch)
+        elif ord(ch) < 32 or 0x7f <= ord(ch) < 0xa0 or ch in "\u2028\u2029":
+            out.append(" ")
+        else:
+            out.append(ch)
+    return "".join(out)
 
 
 def _read_json(path: Path) -> dict | None:
@@ -62,12 +97,12 @@ def card_metadata(config: dict, results: dict | None = None) -> dict:
     meta: dict = {"library_name": "missrec", "license": "mit",
                   "tags": ["recommendation", "sequential-recommendation", kind]
                   + (["multimodal", "pretrain-then-transfer"] if kind == "missrec" else ["id-based"])}
-    dataset = results.get("dataset")
+    dataset = _one_line(results["dataset"]) if results.get("dataset") else None  # YAML quotes the rest
     if dataset:
-        meta["datasets"] = [str(dataset)]
+        meta["datasets"] = [dataset]
     encoder = _encoder_name(results.get("features"))
     if encoder:
-        meta["feature_encoder"] = encoder
+        meta["feature_encoder"] = _one_line(encoder)
     metrics = _metrics(results)
     if metrics:
         meta["metrics"] = sorted({m["type"].split("@")[0] for m in metrics})
@@ -91,26 +126,28 @@ def model_card(config: dict, results: dict | None = None) -> str:
         mode = "transductive (item IDs + modalities)" if config.get("use_id") else "inductive (modalities only)"
         lines += ["# MISSRec", "",
                   "Multi-modal interest-aware sequential recommender (MISSRec, ACM MM 2023), "
-                  f"{mode}; text features of dim {config.get('text_dim')}, image features of dim {config.get('image_dim')}."]
+                  f"{mode}; text features of dim {md(config.get('text_dim'))}, image features of dim "
+                  f"{md(config.get('image_dim'))}."]
     lines += ["", "## Use", "", "With the `missrec` package installed (`pip install .` in its checkout):", "", "```bash",
               "missrec-finetune --pretrained OWNER/THIS_REPO --data_root DATA --dataset NAME   # transfer / continue",
               "missrec-recommend OWNER/THIS_REPO --data_root DATA --dataset NAME --history ID1 ID2 --k 10",
               "```", "", "Files: `config.json`, `model.safetensors`"
               + (", `interest.safetensors` (interest clusters)" if kind == "missrec" else "") + "."]
     if results.get("dataset"):
-        lines += ["", "## Training data", "", f"Dataset: `{results['dataset']}`"
-                  + (f"; item features from `{_encoder_name(results.get('features'))}`." if _encoder_name(results.get("features")) else ".")]
+        encoder = _encoder_name(results.get("features"))
+        lines += ["", "## Training data", "", f"Dataset: {md(results['dataset'])}"
+                  + (f"; item features from {md(encoder)}." if encoder else ".")]
     test = {k: v for k, v in (results.get("test") or {}).items() if isinstance(v, (int, float))}
     if test:
         keys = list(test)
         lines += ["", "## Results", "", "Full ranking over all items, leave-one-out split.", "",
-                  "| split | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
+                  "| split | " + " | ".join(md(k) for k in keys) + " |", "|---|" + "---|" * len(keys)]
         for split in ("valid", "test"):
             vals = results.get(split) or {}
             if all(isinstance(vals.get(k), (int, float)) for k in keys):
                 lines.append(f"| {split} | " + " | ".join(f"{vals[k]:.4f}" for k in keys) + " |")
         if "best_epoch" in results:
-            lines += ["", f"Best epoch {results['best_epoch']} of {results.get('epochs_run', '?')}."]
+            lines += ["", f"Best epoch {md(results['best_epoch'])} of {md(results.get('epochs_run', '?'))}."]
     keep = {k: v for k, v in config.items() if k not in ("source",) and not isinstance(v, (dict, list))}
     lines += ["", "## Configuration", "", "```json", json.dumps(keep, indent=1), "```", ""]
     return "\n".join(lines)
@@ -131,6 +168,6 @@ def read_card_metadata(path: str | Path) -> dict:
     """The YAML front matter of a model card (for tests and tools)."""
     text = Path(path).read_text(encoding="utf-8")
     if not text.startswith("---\n"):
-        raise ValueError(f"{path}: no YAML front matter")
+        raise CorruptFileError(f"{path}: no YAML front matter")
     end = text.index("\n---", 4)
     return yaml.safe_load(text[4:end]) or {}

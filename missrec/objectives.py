@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .items import ItemTable
+from .errors import DataError, OptionError
 
 
 def _world() -> tuple[int, int]:
@@ -68,7 +69,7 @@ class PretrainObjective(nn.Module):
                  augmentation: str = "auto", mask_false_negatives: bool = False):
         super().__init__()
         if augmentation not in ("auto", "item_drop", "word_drop", "both"):
-            raise ValueError(f"augmentation must be auto|item_drop|word_drop|both, got {augmentation!r}")
+            raise OptionError(f"augmentation must be auto|item_drop|word_drop|both, got {augmentation!r}")
         self.model = model
         self.lambda_seq, self.gamma_reg = lambda_seq, gamma_reg
         # The item-drop keep mask arrives in the batch (drawn per global batch by the task).
@@ -80,7 +81,7 @@ class PretrainObjective(nn.Module):
         if mode == "auto":
             mode = "both" if items.text_aug is not None else "item_drop"
         if mode in ("word_drop", "both") and items.text_aug is None:
-            raise ValueError("word-drop augmentation needs the corpus' .feat2CLS files")
+            raise DataError("word-drop augmentation needs the corpus' .feat2CLS files")
         if mode in ("item_drop", "both"):
             seq, length, _ = item_drop(seq, length, keep)
         text = items.text_aug if mode in ("word_drop", "both") else None

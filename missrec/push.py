@@ -21,6 +21,7 @@ from huggingface_hub import HfApi
 
 from . import cli
 from .modelcard import write_model_card
+from .errors import CorruptFileError, MissingFileError
 
 MODEL_FILES = ("config.json", "model.safetensors", "interest.safetensors")
 
@@ -33,10 +34,10 @@ def find_checkpoint(out_dir: Path) -> tuple[Path, Path | None]:
     elif (out_dir / "best" / "config.json").is_file():
         ckpt = out_dir / "best"
     else:
-        raise FileNotFoundError(f"{out_dir}: not a checkpoint folder (no config.json) nor a finetuning output "
+        raise MissingFileError(f"{out_dir}: not a checkpoint folder (no config.json) nor a finetuning output "
                                 "folder with best/config.json")
     if not (ckpt / "model.safetensors").is_file():
-        raise FileNotFoundError(f"{ckpt / 'model.safetensors'}: not found")
+        raise MissingFileError(f"{ckpt / 'model.safetensors'}: not found")
     results = next((p for p in (ckpt / "results.json", ckpt.parent / "results.json") if p.is_file()), None)
     return ckpt, results
 
@@ -51,7 +52,7 @@ def stage(ckpt: Path, results: Path | None, dest: Path) -> list[str]:
         try:
             res = json.loads(results.read_text(encoding="utf-8"))
         except ValueError as e:
-            raise ValueError(f"{results}: not valid JSON ({e})") from None
+            raise CorruptFileError(f"{results}: not valid JSON ({e})") from None
         shutil.copy2(results, dest / "results.json")
     write_model_card(dest, res)
     return sorted(p.name for p in dest.iterdir())

@@ -26,6 +26,7 @@ from .config import MAX_LAYERS, MAX_WIDTH, check_fields, check_memory, encoder_p
 from .fsutil import atomic_write_json
 from .items import ItemTable
 from .tasks import FinetuneTask
+from .errors import CorruptFileError, OptionError, UserError
 
 
 @dataclass
@@ -62,11 +63,11 @@ class SASRecConfig:
         check_fields(self, self.FIELDS)
         check_memory(self.n_parameters(), "SASRec model")
         if self.model_type != "sasrec":
-            raise ValueError(f"model_type must be 'sasrec', got {self.model_type!r}")
+            raise UserError(f"model_type must be 'sasrec', got {self.model_type!r}")
         if self.n_items <= 0:
-            raise ValueError("SASRec needs n_items > 0 (size of the item-ID table)")
+            raise UserError("SASRec needs n_items > 0 (size of the item-ID table)")
         if self.hidden_size % self.n_heads:
-            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by n_heads {self.n_heads}")
+            raise OptionError(f"hidden_size {self.hidden_size} is not divisible by n_heads {self.n_heads}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -75,7 +76,7 @@ class SASRecConfig:
     def from_dict(cls, d: dict) -> "SASRecConfig":
         unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
-            raise ValueError(f"config.json: unknown keys {unknown}")
+            raise UserError(f"config.json: unknown keys {unknown}")
         return cls(**d)
 
     def save(self, path: str | Path) -> None:
@@ -109,7 +110,7 @@ class SASRec(nn.Module):
 
     def set_peft(self, enabled: bool) -> tuple[int, int]:
         if enabled:
-            raise ValueError("SASRec has no parameter-efficient mode (it is trained from scratch)")
+            raise OptionError("SASRec has no parameter-efficient mode (it is trained from scratch)")
         for p in self.parameters():
             p.requires_grad_(True)
         n = sum(p.numel() for p in self.parameters())
@@ -168,20 +169,20 @@ def load_sasrec(folder: str | Path, **overrides) -> SASRec:
     with reading(folder / CONFIG, "config.json", fix="download or save the checkpoint again"):
         d = json.loads((folder / CONFIG).read_text(encoding="utf-8"))
     if not isinstance(d, dict):
-        raise ValueError(f"{folder / CONFIG}: expected a JSON object of model options")
+        raise CorruptFileError(f"{folder / CONFIG}: expected a JSON object of model options")
     d.update({k: v for k, v in overrides.items() if k in {f.name for f in dataclasses.fields(SASRecConfig)}})
     try:
         model = SASRec(SASRecConfig.from_dict(d))
     except (TypeError, ValueError) as e:
-        raise ValueError(f"{folder / CONFIG}: {e}") from None
+        raise UserError(f"{folder / CONFIG}: {e}") from None
     state = read_weights(folder)
     wpath = folder / WEIGHTS
     own = model.state_dict()
     if set(state) != set(own):
-        raise ValueError(f"{wpath}: weights do not match a SASRec (missing {sorted(set(own) - set(state))[:4]}, "
+        raise UserError(f"{wpath}: weights do not match a SASRec (missing {sorted(set(own) - set(state))[:4]}, "
                          f"unexpected {sorted(set(state) - set(own))[:4]})")
     for k, v in state.items():
         if own[k].shape != v.shape:
-            raise ValueError(f"{wpath}: '{k}' has shape {tuple(v.shape)}, the model expects {tuple(own[k].shape)}")
+            raise UserError(f"{wpath}: '{k}' has shape {tuple(v.shape)}, the model expects {tuple(own[k].shape)}")
     model.load_state_dict(state)
     return model

@@ -28,18 +28,14 @@ from tqdm.auto import tqdm
 
 from .args import TrainArgs
 from .checkpoint import check_resumable, write_model_files
-from .errors import CorruptFileError, UserError, reading
+from .errors import CorruptFileError, DataError, DivergenceError, MissingFileError, OptionError, UserError, read_json, reading
 from .fsutil import atomic_write_json, replace_dir
 from . import rundir
 from .rundir import TRAINER_STATE
 CHECKPOINT_NAME = r"checkpoint-(?:\d+|step\d+)"
 
 
-class TrainingDivergedError(UserError):
-    """The loss or the gradient became NaN or infinite; training stopped before applying that step.
-
-    A UserError, so the entry points' error path (``missrec.cli.run``) prints it as one line.
-    """
+TrainingDivergedError = DivergenceError  # the name this module used before both loops shared it
 
 RESUME_FIX = "delete that checkpoint folder to resume from an older one, or use a new --output_dir"
 
@@ -86,7 +82,7 @@ class Batches:
 
     def __init__(self, n_rows: int, global_batch: int, seed: int, drop_last: bool):
         if n_rows == 0:
-            raise ValueError("the training split is empty")
+            raise DataError("the training split is empty")
         self.n, self.bs, self.seed, self.drop_last = n_rows, global_batch, seed, drop_last
         full = n_rows // global_batch
         self.num_batches = full if (drop_last and full > 0) else math.ceil(n_rows / global_batch)
@@ -151,7 +147,7 @@ def resolve_resume(args: TrainArgs) -> Path | None:
         return dirs[-1] if dirs else None  # nothing yet: start fresh
     p = Path(args.resume_from)
     if not (p / TRAINER_STATE).is_file():
-        raise FileNotFoundError(f"--resume_from {p}: not a training checkpoint (no {TRAINER_STATE})")
+        raise MissingFileError(f"--resume_from {p}: not a training checkpoint (no {TRAINER_STATE})")
     return p
 
 
@@ -166,7 +162,7 @@ def _scheduler(optimizer, args: TrainArgs, total_steps: int):
             return 1.0 - prog
         if args.lr_scheduler == "cosine":
             return 0.5 * (1 + math.cos(math.pi * prog))
-        raise ValueError(f"lr_scheduler must be constant|linear|cosine, got {args.lr_scheduler!r}")
+        raise OptionError(f"lr_scheduler must be constant|linear|cosine, got {args.lr_scheduler!r}")
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
@@ -337,7 +333,7 @@ class Trainer:
         set_seed(args.seed)
         self.accum = max(1, args.gradient_accumulation_steps)
         if args.train_batch_size % (acc.num_processes * self.accum):
-            raise ValueError(f"--train_batch_size: {args.train_batch_size} is not divisible by "
+            raise OptionError(f"--train_batch_size: {args.train_batch_size} is not divisible by "
                              f"num_processes x gradient_accumulation_steps = {acc.num_processes * self.accum}")
         self.batches = Batches(task.n_train_rows, args.train_batch_size, args.seed, task.drop_last)
         self.total = self.batches.num_batches * args.epochs
@@ -431,10 +427,11 @@ class Trainer:
         # norm (already all-reduced); a huge input can give a finite loss but infinite gradients.
         step_loss, grad_norm = torch.stack([_mean_across(acc, loss_sum), self._grad_norm()]).tolist()
         if not (math.isfinite(step_loss) and math.isfinite(grad_norm)):
-            raise TrainingDivergedError(
-                f"training diverged at step {st.global_step + 1} (epoch {st.epoch + 1}): loss {step_loss}, gradient "
-                f"norm {grad_norm}; stopped before applying it, nothing written since the last checkpoint; "
-                f"lower --learning_rate, set --max_grad_norm, or look for huge values in the feature files")
+            raise DivergenceError.at(
+                st.epoch + 1, st.global_step + 1, f"loss {step_loss}, gradient norm {grad_norm}; stopped before "
+                f"applying it, nothing written since the last checkpoint",
+                "lower the learning rate (--learning_rate), set --max_grad_norm, or look for huge values in the "
+                "feature files")
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -502,7 +499,7 @@ class Trainer:
         if stop is None:
             return False
         if stop.metric not in metrics:
-            raise ValueError(f"--metric: {stop.metric} is not among the epoch's metrics {sorted(metrics)}")
+            raise OptionError(f"--metric: {stop.metric} is not among the epoch's metrics {sorted(metrics)}")
         if metrics[stop.metric] > st.best_metric:
             st.best_metric, st.best_epoch, st.bad_epochs = metrics[stop.metric], st.epoch + 1, 0
             self._write_folder(Path(stop.best_dir), resumable=False)

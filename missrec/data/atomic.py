@@ -177,7 +177,7 @@ def write_inter(path: str | os.PathLike, split: Split, domain_items: Sequence[in
     ids_used = np.concatenate([np.asarray(split.seq)[real], np.asarray(split.target)])
     n = int(ids_used.max(initial=0))
     if len(ids_used) and int(ids_used.min()) < 1:
-        raise ValueError(f"{path}: item id 0 (padding) or negative inside a history or target")
+        raise DataFormatError(f"{path}: item id 0 (padding) or negative inside a history or target")
     # One token string per id, built once: rows then only join look-ups (fast for big corpora).
     idx = np.arange(n)
     if domain_items is None:
@@ -185,7 +185,7 @@ def write_inter(path: str | os.PathLike, split: Split, domain_items: Sequence[in
     else:
         offsets = np.concatenate([[0], np.cumsum(domain_items)])
         if n > offsets[-1]:
-            raise ValueError(f"{path}: item id {n} beyond the corpus's {int(offsets[-1])} items")
+            raise DataFormatError(f"{path}: item id {n} beyond the corpus's {int(offsets[-1])} items")
         d = np.searchsorted(offsets, idx, side="right") - 1
         vocab = [""] + [f"{a}-{b}" for a, b in zip(d.tolist(), (idx - offsets[d]).tolist())]
 
@@ -216,7 +216,24 @@ def read_index_map(path: str | os.PathLike) -> list[str]:
     pairs.sort()
     if [i for i, _ in pairs] != list(range(len(pairs))):
         raise _err(path, "indices must be exactly 0..n-1, each once")
-    return [r for _, r in pairs]
+    ids = [r for _, r in pairs]
+    if len(set(ids)) != len(ids):  # two indices for one raw id: its interactions would be split silently
+        _duplicate_id(path)
+    return ids
+
+
+def _duplicate_id(path: Path) -> None:
+    """Raise the error naming the first line whose raw id already appeared (and that earlier line)."""
+    first: dict[str, int] = {}
+    with _utf8_lines(path) as f:
+        for lineno, line in enumerate(f, start=1):
+            raw = line.rstrip("\n").rstrip("\r").split("\t")[0]
+            if not line.strip():
+                continue
+            if raw in first:
+                raise _err(path, f"raw id {raw!r} appears twice (lines {first[raw]} and {lineno}); each raw id "
+                                 f"needs exactly one index: remove the duplicate and renumber", lineno)
+            first[raw] = lineno
 
 
 def write_index_map(path: str | os.PathLike, raw_ids: Sequence[str]) -> None:
@@ -296,7 +313,31 @@ def read_meta(path: str | os.PathLike) -> dict | None:
         raise _err(path, f"not valid JSON ({e})") from None
     if not isinstance(meta, dict):
         raise _err(path, "expected a JSON object")
+    _check_meta(path, meta)
     return meta
+
+
+def _whole(v, lo: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= lo
+
+
+def _check_meta(path: Path, meta: dict) -> None:
+    """Type- and range-check the fields the loaders use, naming the key (before any allocation)."""
+    def short(v) -> str:
+        r = repr(v)
+        return r if len(r) <= 60 else r[:57] + "..."
+    for key in ("n_items", "n_users"):
+        if meta.get(key) is not None and not _whole(meta[key], 0):
+            raise _err(path, f"{key}: expected a whole number >= 0, got {short(meta[key])}; correct it "
+                             f"(it is the line count of the .{key[2:-1]}2index file)")
+    if "dims" in meta:
+        dims = meta["dims"]
+        if not isinstance(dims, dict):
+            raise _err(path, f"dims: expected an object of feature file suffix: dimension (e.g. "
+                             f"{{\"feat1CLS\": 512}}), got {short(dims)}")
+        for suffix, d in dims.items():
+            if not _whole(d, 1):
+                raise _err(path, f"dims: {suffix}: expected a whole number >= 1 (the feature width), got {short(d)}")
 
 
 # ----------------------------------------------------------------------------- whole folders
@@ -351,7 +392,7 @@ def load_dataset(root: str | os.PathLike, name: str, splits: Sequence[str] = SPL
 
     item_ids = read_index_map(folder / f"{name}.item2index")
     n_items = len(item_ids)
-    if meta is not None and "n_items" in meta and int(meta["n_items"]) != n_items:
+    if meta is not None and meta.get("n_items") is not None and meta["n_items"] != n_items:
         raise _err(meta_path, f"n_items {meta['n_items']} != {n_items} lines in {name}.item2index")
     up = folder / f"{name}.user2index"
     user_ids = read_index_map(up) if up.is_file() else None
@@ -457,7 +498,7 @@ def write_dataset(root: str | os.PathLike, name: str, *, item_ids: Sequence[str]
     n_items = len(item_ids)
     for s, split in splits.items():
         if len(split) and (split.target.max() > n_items or split.seq.max() > n_items):
-            raise ValueError(f"{name}.{s}.inter: item id beyond the {n_items} items")
+            raise DataFormatError(f"{name}.{s}.inter: item id beyond the {n_items} items")
         write_inter(folder / f"{name}.{s}.inter", split)
     write_index_map(folder / f"{name}.item2index", item_ids)
     if user_ids is not None:
@@ -466,7 +507,7 @@ def write_dataset(root: str | os.PathLike, name: str, *, item_ids: Sequence[str]
         write_text(folder / f"{name}.text", item_ids, texts)
     for key, arr in (features or {}).items():
         if arr.shape[0] != n_items:
-            raise ValueError(f"{name}.{FEATURE_SUFFIXES[key]}: {arr.shape[0]} rows for {n_items} items")
+            raise DataFormatError(f"{name}.{FEATURE_SUFFIXES[key]}: {arr.shape[0]} rows for {n_items} items")
         write_features(folder / f"{name}.{FEATURE_SUFFIXES[key]}", arr)
     write_meta(folder, name, n_items=n_items, n_users=None if user_ids is None else len(user_ids),
                encoder=encoder, extra=extra_meta)

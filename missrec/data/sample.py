@@ -50,7 +50,7 @@ from typing import Sequence
 import numpy as np
 from filelock import FileLock
 
-from ..errors import UserError
+from ..errors import MissingFileError, OptionError, UserError
 from ..fsutil import atomic_dir, atomic_write_json, atomic_write_text, sha256_file
 from .split import leave_one_out, padded
 from .atomic import (FEATURE_SUFFIXES, MAX_LEN, Split, write_dataset, write_features,
@@ -98,22 +98,41 @@ class SampleConfig:
     def __post_init__(self):
         groups = -(-self.n_topics // self.topics_per_group)
         if self.latent_dim < self.n_topics + groups:
-            raise ValueError(f"latent_dim ({self.latent_dim}) must be >= n_topics + topic groups "
+            raise OptionError(f"latent_dim ({self.latent_dim}) must be >= n_topics + topic groups "
                              f"({self.n_topics} + {groups})")
         if not 3 <= self.min_len <= self.max_len:
-            raise ValueError(f"need 3 <= min_len <= max_len (each user needs train/valid/test items), "
+            raise OptionError(f"need 3 <= min_len <= max_len (each user needs train/valid/test items), "
                              f"got {self.min_len}..{self.max_len}")
         if min(self.p_transition, self.p_preference, self.p_popularity) < 0 or \
                 self.p_transition + self.p_preference + self.p_popularity > 1:
-            raise ValueError("p_transition, p_preference, p_popularity must be >= 0 and sum to <= 1")
+            raise OptionError("p_transition, p_preference, p_popularity must be >= 0 and sum to <= 1")
         if self.n_targets > 26:
-            raise ValueError("at most 26 target domains (named sample_a .. sample_z)")
+            raise OptionError("at most 26 target domains (named sample_a .. sample_z)")
         for f in ("n_sources", "n_targets"):
             if getattr(self, f) < 0:
-                raise ValueError(f"{f} must be >= 0")
+                raise OptionError(f, "must be >= 0")
         for f in ("source_items", "source_users", "target_items", "target_users"):
             if getattr(self, f) < 2:
-                raise ValueError(f"{f} must be >= 2")
+                raise OptionError(f, "must be >= 2")
+        # Bounded before anything is allocated: the transition kernel is [items x items] per domain
+        # (float64, a few copies) and every domain's features are held until written.
+        for f, most in LIMITS.items():
+            if getattr(self, f) > most:
+                raise OptionError(f, f"{getattr(self, f):,} is too large: at most {most:,} (the generator keeps "
+                                     f"{LIMIT_WHY[f]} in memory)")
+        total = self.n_sources * self.source_items + self.n_targets * self.target_items
+        if total > MAX_TOTAL_ITEMS:
+            raise OptionError(f"n_sources x source_items + n_targets x target_items is {total:,} items; at most "
+                              f"{MAX_TOTAL_ITEMS:,} (their features are held in memory until written)")
+
+
+# Largest sizes the generator accepts (peak memory stays within a few GB at these).
+LIMITS = {"source_items": 10_000, "target_items": 10_000, "source_users": 1_000_000, "target_users": 1_000_000,
+          "n_sources": 100}
+LIMIT_WHY = {"source_items": "an items x items transition matrix", "target_items": "an items x items transition matrix",
+             "source_users": "every user's history and topic mix", "target_users": "every user's history and topic mix",
+             "n_sources": "every domain's features"}
+MAX_TOTAL_ITEMS = 200_000
 
 
 def target_names(n_targets: int) -> list[str]:
@@ -541,6 +560,8 @@ def ensure_sample(root: str | os.PathLike | None = None, seed: int = 0, *, force
                                                "to ROOT/sample)")
     if target.exists() and not target.is_dir():
         raise UserError(target, "is a file, not a folder; move it away or give another --root")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2 ** 32:
+        raise OptionError("--seed", f"must be a whole number in 0..{2 ** 32 - 1}, got {seed!r}")
     want = {"generator_version": GENERATOR_VERSION, "seed": int(seed), "config": asdict(SampleConfig(**sizes))}
     root.mkdir(parents=True, exist_ok=True)
     with FileLock(str(root / ".sample.lock")):
@@ -569,7 +590,7 @@ def read_summary(sample_dir: str | os.PathLike) -> dict:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
-        raise FileNotFoundError(f"{path}: no complete sample here ({e})") from None
+        raise MissingFileError(f"{path}: no complete sample here ({e})") from None
 
 
 def format_summary(domains: Sequence[dict]) -> str:

@@ -10,11 +10,67 @@ batch), so the loop in :mod:`missrec.graph.loop` only calls:
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from torch import nn
 
 from .data import GraphData
+from ..errors import DivergenceError, OptionError
+
+
+# Range checks of model options (``GraphModel.checks``): (predicate, what is expected).
+def at_least(lo: int):
+    return (lambda v: v >= lo), f"must be a whole number >= {lo}"
+
+
+POSITIVE = (lambda v: v > 0), "must be a number > 0"
+NON_NEGATIVE = (lambda v: v >= 0), "must be a number >= 0"
+FRACTION = (lambda v: 0 <= v < 1), "must lie in [0, 1)"
+
+
+def _float_text(value):
+    """YAML 1.1 (PyYAML) reads ``1e-3`` as a string: such a number written as text, as a float."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def check_options(model: str, cfg: dict, defaults: dict, checks: dict) -> dict:
+    """``cfg`` with every value type-checked against its default's type, then range-checked.
+
+    A wrong value is an OptionError naming the model and the key (``lightgcn option embed_dim: ...``),
+    raised before the model allocates anything. Keys whose default is None take any value; a number
+    written as text (``lr=1e-3``) counts as a number where the default is a float.
+    """
+    cfg = dict(cfg)
+    for key, value in cfg.items():
+        where = f"{model} option {key}"
+        default = defaults.get(key)
+        if isinstance(default, float) or (default is None and key in checks):
+            value = cfg[key] = _float_text(value)
+        if isinstance(default, bool):
+            ok, want = isinstance(value, bool), "true or false"
+        elif isinstance(default, int):
+            ok, want = isinstance(value, int) and not isinstance(value, bool), "a whole number"
+        elif isinstance(default, float):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            want = "a finite number"
+        elif isinstance(default, str):
+            ok, want = isinstance(value, str), "a string"
+        else:
+            ok, want = True, ""
+        if not ok:
+            raise OptionError(where, f"expected {want}, got {value!r} (set it in --model_opts or the YAML)")
+        if key in checks and value is not None:
+            test, what = checks[key]
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not test(value):
+                raise OptionError(where, f"{what}, got {value!r} (set it in --model_opts or the YAML)")
+    return cfg
 
 
 class GraphModel(nn.Module):
@@ -22,14 +78,21 @@ class GraphModel(nn.Module):
 
     #: cfg keys a model understands, with defaults (subclasses extend this)
     defaults: dict = {}
+    #: per-key range checks, key -> (predicate, what is expected); types follow ``defaults``
+    checks: dict = {}
+
+    @classmethod
+    def check_cfg(cls, cfg: dict | None) -> dict:
+        """``cfg`` over the defaults, every key known and every value type- and range-checked."""
+        cfg = dict(cfg or {})
+        unknown = sorted(set(cfg) - set(cls.defaults))
+        if unknown:
+            raise OptionError(f"{cls.__name__}: unknown options {unknown} (known: {sorted(cls.defaults)})")
+        return {**cls.defaults, **check_options(cls.__name__.lower(), cfg, cls.defaults, cls.checks)}
 
     def __init__(self, data: GraphData, cfg: dict | None = None):
         super().__init__()
-        cfg = dict(cfg or {})
-        unknown = sorted(set(cfg) - set(self.defaults))
-        if unknown:
-            raise ValueError(f"{type(self).__name__}: unknown options {unknown} (known: {sorted(self.defaults)})")
-        self.cfg = {**self.defaults, **cfg}
+        self.cfg = type(self).check_cfg(cfg)
         self.n_users, self.n_items = data.n_users, data.n_items
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
@@ -53,6 +116,15 @@ class GraphModel(nn.Module):
     @property
     def device(self) -> torch.device:
         return next(iter(self.parameters()), torch.zeros(())).device
+
+
+def check_finite(stats: dict, epoch: int) -> None:
+    """Raise the one divergence error (shared with the sequential Trainer) when an epoch's statistics are NaN/inf."""
+    bad = {k: v for k, v in stats.items() if not math.isfinite(float(v))}
+    if bad:
+        raise DivergenceError.at(epoch, None, f"loss {stats.get('loss', float('nan'))}, non-finite training "
+                                 f"statistics {sorted(bad)}; stopped, nothing written",
+                                 "lower the learning rate (lr=... in --model_opts or the YAML)")
 
 
 def _randint(n: int, size: int, generator: torch.Generator) -> np.ndarray:
@@ -93,7 +165,7 @@ def sample_bpr_batches(data: GraphData, batch_size: int, generator: torch.Genera
     With ``negatives=False`` the third tensor is empty (in-batch-softmax models need none).
     """
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise OptionError(f"batch_size must be >= 1, got {batch_size}")
     users_all, items_all = data.train_pairs()
     batches = []
     if mode == "pairs":

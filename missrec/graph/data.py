@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from ..data.atomic import DataFormatError
+from ..errors import DataError, OptionError
 
 
 @dataclass
@@ -52,23 +53,23 @@ class GraphData:
         self.train_indices = np.asarray(self.train_indices, dtype=np.int64)
         if self.train_indptr.shape != (self.n_users + 1,) or self.train_indptr[0] != 0 \
                 or self.train_indptr[-1] != len(self.train_indices) or np.any(np.diff(self.train_indptr) < 0):
-            raise ValueError(f"{self.name}: train_indptr must be a non-decreasing [n_users + 1] array "
+            raise DataError(f"{self.name}: train_indptr must be a non-decreasing [n_users + 1] array "
                              f"from 0 to len(train_indices)")
         if len(self.train_indices) and (self.train_indices.min() < 0 or self.train_indices.max() >= self.n_items):
-            raise ValueError(f"{self.name}: train item ids must lie in 0..{self.n_items - 1}")
+            raise DataError(f"{self.name}: train item ids must lie in 0..{self.n_items - 1}")
         for split in ("valid", "test"):
             rows = getattr(self, split)
             if len(rows) != self.n_users:
-                raise ValueError(f"{self.name}: {split} must hold one item array per user "
+                raise DataError(f"{self.name}: {split} must hold one item array per user "
                                  f"({self.n_users}), got {len(rows)}")
             rows = [np.asarray(r, dtype=np.int64).reshape(-1) for r in rows]
             for r in rows:
                 if len(r) and (r.min() < 0 or r.max() >= self.n_items):
-                    raise ValueError(f"{self.name}: {split} item ids must lie in 0..{self.n_items - 1}")
+                    raise DataError(f"{self.name}: {split} item ids must lie in 0..{self.n_items - 1}")
             setattr(self, split, rows)
         for k, f in self.features.items():
             if f.ndim != 2 or f.shape[0] != self.n_items:
-                raise ValueError(f"{self.name}: feature '{k}' must be [n_items={self.n_items}, d], got {f.shape}")
+                raise DataError(f"{self.name}: feature '{k}' must be [n_items={self.n_items}, d], got {f.shape}")
 
     # -------------------------------------------------------------------------------- building
     @classmethod
@@ -77,9 +78,9 @@ class GraphData:
         users = np.asarray(users, dtype=np.int64)
         items = np.asarray(items, dtype=np.int64)
         if len(users) and (users.min() < 0 or users.max() >= n_users):
-            raise ValueError(f"{name}: train user ids must lie in 0..{n_users - 1}")
+            raise DataError(f"{name}: train user ids must lie in 0..{n_users - 1}")
         if len(items) and (items.min() < 0 or items.max() >= n_items):
-            raise ValueError(f"{name}: train item ids must lie in 0..{n_items - 1}")
+            raise DataError(f"{name}: train item ids must lie in 0..{n_items - 1}")
         key = np.unique(users * n_items + items)
         u, i = key // n_items, key % n_items
         indptr = np.zeros(n_users + 1, dtype=np.int64)
@@ -246,7 +247,7 @@ def carve_validation(users: np.ndarray, items: np.ndarray, ratio: float, seed: i
     """Boolean mask of the training pairs moved to validation: per user with >= 2 pairs,
     ``max(1, round(ratio * n))`` of them (at most n - 1), chosen by a seeded permutation."""
     if not 0.0 <= ratio < 1.0:
-        raise ValueError(f"valid_ratio must lie in [0, 1), got {ratio}")
+        raise OptionError(f"valid_ratio must lie in [0, 1), got {ratio}")
     rng = np.random.default_rng(seed)
     order = np.lexsort((rng.random(len(users)), users))  # users grouped, random order inside
     su = users[order]

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from ..evaluate import DEFAULT_KS, _no_nan
+from ..errors import DataError, OptionError
 
 
 def _flatten(truth: Sequence[np.ndarray], users: np.ndarray):
@@ -90,14 +91,14 @@ def metrics_from_multi_ranks(lens: np.ndarray, ranks: np.ndarray, ks: Sequence[i
                              ndcg: str = "standard") -> dict[str, float]:
     """Recall / Precision / NDCG / Hit @K averaged over users with ``lens > 0`` (see module doc)."""
     if ndcg not in ("standard", "legacy"):
-        raise ValueError(f"ndcg must be 'standard' or 'legacy', got {ndcg!r}")
+        raise OptionError(f"ndcg must be 'standard' or 'legacy', got {ndcg!r}")
     lens = np.asarray(lens, dtype=np.int64)
     ranks = np.asarray(ranks, dtype=np.float64)
     if len(ranks) != lens.sum():
         raise ValueError(f"{len(ranks)} ranks for {lens.sum()} truth items")
     keep = lens > 0
     if not keep.any():
-        raise ValueError("no user has held-out items to evaluate")
+        raise DataError("no user has held-out items to evaluate")
     owner = np.repeat(np.arange(len(lens)), lens)
     gain = 1.0 / np.log2(ranks + 1.0)
     out = {}

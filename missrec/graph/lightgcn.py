@@ -5,13 +5,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import GraphModel, bpr_epoch, bpr_loss, l2_reg, lightgcn_layers
+from .base import NON_NEGATIVE, POSITIVE, GraphModel, at_least, bpr_epoch, bpr_loss, l2_reg, lightgcn_layers
 from .data import GraphData
 from .sparse import normalized_adjacency
 
 
 class LightGCN(GraphModel):
     defaults = {"embed_dim": 64, "n_layers": 3, "lr": 1e-3, "reg": 1e-4, "batch_size": 2048, "init_std": 0.1}
+    checks = {"embed_dim": at_least(1), "n_layers": at_least(0), "lr": POSITIVE, "reg": NON_NEGATIVE,
+              "batch_size": at_least(1), "init_std": POSITIVE}
 
     def __init__(self, data: GraphData, cfg: dict | None = None):
         super().__init__(data, cfg)

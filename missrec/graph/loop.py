@@ -14,10 +14,12 @@ from pathlib import Path
 
 import torch
 
-from ..args import at_least, check_fields, check_metric, one_of, parse_ks
+from ..args import OUTPUT_DIR, SEED, at_least, check_fields, check_metric, one_of, parse_ks
 from ..reports import write_reports as _write_reports
 from .data import GraphData
 from .evaluate import evaluate_data
+from ..errors import DataError, OptionError
+from .base import check_finite
 
 
 @dataclass
@@ -42,7 +44,8 @@ class FitArgs:
     def __post_init__(self):
         one = at_least(1)
         check_fields(self, epochs=one, patience=one, eval_every=one, eval_batch_size=one,
-                     ndcg=one_of("standard", "legacy"), test_graph=one_of("auto", *TEST_GRAPHS))
+                     ndcg=one_of("standard", "legacy"), test_graph=one_of("auto", *TEST_GRAPHS),
+                     seed=SEED, output_dir=OUTPUT_DIR)
         check_metric(self.metric, self.ks, kinds=("recall", "precision", "ndcg", "hit"))
 
     @property
@@ -62,7 +65,7 @@ def resolve_test_graph(choice: str, data: GraphData) -> str:
     if choice == "auto":
         return "train" if data.info.get("format") == "mmssl" else "train+valid"
     if choice not in TEST_GRAPHS:
-        raise ValueError(f"--test_graph: expected auto, train or train+valid, got {choice!r}")
+        raise OptionError(f"--test_graph: expected auto, train or train+valid, got {choice!r}")
     return choice
 
 
@@ -77,17 +80,11 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _check_finite(stats: dict, epoch: int) -> None:
-    bad = {k: v for k, v in stats.items() if not math.isfinite(float(v))}
-    if bad:
-        raise FloatingPointError(f"epoch {epoch}: non-finite training statistics {bad} (lower the learning rate?)")
-
-
 def fit(model, data: GraphData, args: FitArgs, name: str | None = None) -> dict:
     """Train ``model`` on ``data``; return (and write, if ``args.output_dir``) the results dict."""
     ks = args.ks_tuple  # --metric and --ks were checked when FitArgs was made
     if not any(len(v) for v in data.valid):
-        raise ValueError(f"{data.name}: no validation items (model selection needs a validation split)")
+        raise DataError(f"{data.name}: no validation items (model selection needs a validation split)")
     test_graph = resolve_test_graph(args.test_graph, data)
     device = resolve_device(args.device)
     model.to(device)
@@ -105,7 +102,7 @@ def fit(model, data: GraphData, args: FitArgs, name: str | None = None) -> dict:
             torch.cuda.synchronize(device)
         dt = time.perf_counter() - t0
         train_time += dt
-        _check_finite(stats, epoch)
+        check_finite(stats, epoch)
         row = {"epoch": epoch, "train_loss": stats.get("loss", float("nan")), "train_seconds": dt,
                **{f"train_{k}": v for k, v in stats.items() if k != "loss"}}
         if epoch % args.eval_every == 0 or epoch == args.epochs:

@@ -63,8 +63,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .base import GraphModel, sample_bpr_batches
+from .base import (FRACTION, NON_NEGATIVE, POSITIVE, GraphModel, at_least, check_finite, check_options,
+                   sample_bpr_batches)
 from .sparse import from_pairs, row_normalized, transpose
+from ..errors import DataError, OptionError
 
 DEFAULTS = {
     "variant": "executed",
@@ -106,6 +108,12 @@ VARIANT_DEFAULTS = {
     "paper": {"attention": "multihead", "d_slope": 0.2, "d_norm": "layer", "real_sample": "intended",
               "regen": "epoch", "pairing": "interleave"},
 }
+CHECKS = {"embed_size": at_least(1), "batch_size": at_least(1), "heads": at_least(1), "n_ui_layers": at_least(0),
+          "lr": POSITIVE, "d_lr": POSITIVE, "weight_decay": NON_NEGATIVE, "regs": NON_NEGATIVE,
+          "feat_reg_decay": NON_NEGATIVE, "drop_rate": FRACTION, "g_drop1": FRACTION, "g_drop2": FRACTION,
+          "cl_rate": NON_NEGATIVE, "g_rate": NON_NEGATIVE, "gp_rate": NON_NEGATIVE, "tau": POSITIVE,
+          "real_data_tau": POSITIVE, "T": at_least(1), "m_topk_rate": NON_NEGATIVE, "d_max_items": at_least(1),
+          "d_hidden_cap": at_least(1), "score_chunk": at_least(1)}
 CHOICES = {"attention": ("executed", "multihead"), "d_norm": ("batch", "layer", "none"),
            "real_sample": ("executed", "intended"), "regen": ("batch", "epoch"),
            "pairing": ("tile", "interleave")}
@@ -115,19 +123,20 @@ def resolve_config(cfg: dict) -> dict:
     """``cfg`` over the defaults of its variant; unknown keys or values raise one clear error."""
     variant = cfg.get("variant", DEFAULTS["variant"])
     if variant not in VARIANT_DEFAULTS:
-        raise ValueError(f"mmssl: variant: expected one of {sorted(VARIANT_DEFAULTS)}, got {variant!r}")
+        raise OptionError(f"mmssl: variant: expected one of {sorted(VARIANT_DEFAULTS)}, got {variant!r}")
     out = {**DEFAULTS, **VARIANT_DEFAULTS[variant]}
     unknown = sorted(set(cfg) - set(out))
     if unknown:
-        raise ValueError(f"mmssl: unknown config keys {unknown}; known: {sorted(out)}")
+        raise OptionError(f"mmssl: unknown config keys {unknown}; known: {sorted(out)}")
     out.update(cfg)
     for key, allowed in CHOICES.items():
         if out[key] not in allowed:
-            raise ValueError(f"mmssl: {key}: expected one of {list(allowed)}, got {out[key]!r}")
+            raise OptionError(f"mmssl: {key}: expected one of {list(allowed)}, got {out[key]!r}")
+    out = check_options("mmssl", out, {**DEFAULTS, **VARIANT_DEFAULTS["executed"]}, CHECKS)
     if int(out["T"]) < 1:
-        raise ValueError(f"mmssl: T: expected an integer >= 1, got {out['T']!r}")
+        raise OptionError(f"mmssl: T: expected an integer >= 1, got {out['T']!r}")
     if out["embed_size"] % out["heads"]:
-        raise ValueError(f"mmssl: embed_size {out['embed_size']} is not divisible by heads {out['heads']}")
+        raise OptionError(f"mmssl: embed_size {out['embed_size']} is not divisible by heads {out['heads']}")
     return out
 
 
@@ -220,23 +229,28 @@ class MMSSL(GraphModel):
     """See the module docstring. ``cfg`` keys: ``DEFAULTS`` and ``VARIANT_DEFAULTS``."""
 
     defaults = {**DEFAULTS, **VARIANT_DEFAULTS["executed"]}
+    checks = CHECKS
+
+    @classmethod
+    def check_cfg(cls, cfg: dict | None) -> dict:
+        return super().check_cfg(resolve_config(dict(cfg or {})))
 
     def __init__(self, data, cfg: dict | None = None):
         cfg = resolve_config(dict(cfg or {}))
         super().__init__(data, cfg)
         if not data.features:
-            raise ValueError(f"mmssl: dataset {getattr(data, 'name', '?')}: needs at least one item feature")
+            raise DataError(f"mmssl: dataset {getattr(data, 'name', '?')}: needs at least one item feature")
         self.n_users, self.n_items = int(data.n_users), int(data.n_items)
         self.modalities = sorted(data.features) if cfg["modalities"] is None else list(cfg["modalities"])
         missing = sorted(set(self.modalities) - set(data.features))
         if missing or not self.modalities:
-            raise ValueError(f"mmssl: modalities {missing or '[]'} not in dataset {getattr(data, 'name', '?')} "
+            raise DataError(f"mmssl: modalities {missing or '[]'} not in dataset {getattr(data, 'name', '?')} "
                              f"(it has {sorted(data.features)})")
         d = int(cfg["embed_size"])
         for m in self.modalities:
             f = np.asarray(data.features[m])
             if f.ndim != 2 or f.shape[0] != self.n_items:
-                raise ValueError(f"mmssl: feature {m!r}: expected shape [n_items={self.n_items}, d], got {f.shape}")
+                raise DataError(f"mmssl: feature {m!r}: expected shape [n_items={self.n_items}, d], got {f.shape}")
             self.register_buffer(f"feat_{m}", torch.tensor(f, dtype=torch.float32), persistent=False)
         self.trans = nn.ModuleDict({m: nn.Linear(data.features[m].shape[1], d) for m in self.modalities})
         for lin in self.trans.values():
@@ -533,5 +547,5 @@ class MMSSL(GraphModel):
         self._epochs_done += 1
         stats = {k: v / max(n, 1) for k, v in sums.items()}
         if not all(math.isfinite(v) for v in stats.values()):
-            raise FloatingPointError(f"mmssl: non-finite training loss at epoch {epoch}: {stats}")
+            check_finite(stats, epoch)
         return stats

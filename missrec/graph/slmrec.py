@@ -37,9 +37,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .base import GraphModel, feature_buffer, info_nce, lightgcn_layers, sample_bpr_batches
+from .base import (FRACTION, NON_NEGATIVE, POSITIVE, GraphModel, at_least, feature_buffer, info_nce,
+                   lightgcn_layers, sample_bpr_batches)
 from .data import GraphData
 from .sparse import normalized_adjacency
+from ..errors import DataError, OptionError
 
 SSL_TASKS = ("FAC", "FD", "FM", "FD+FM", "none")
 
@@ -49,20 +51,23 @@ class SLMRec(GraphModel):
                 "ssl_task": "FAC", "ssl_temp": 0.2, "ssl_alpha": 0.1, "dropout": 0.3, "fusion": "concat",
                 "fac_normalize": True, "mask_duplicates": True, "normalize_features": True, "modalities": None,
                 "score": "dot", "logq": False}
+    checks = {"embed_dim": at_least(2), "n_layers": at_least(0), "lr": POSITIVE, "weight_decay": NON_NEGATIVE,
+              "batch_size": at_least(1), "temp": POSITIVE, "ssl_temp": POSITIVE, "ssl_alpha": NON_NEGATIVE,
+              "dropout": FRACTION}
 
     def __init__(self, data: GraphData, cfg: dict | None = None):
         super().__init__(data, cfg)
         c = self.cfg
         if c["ssl_task"] not in SSL_TASKS:
-            raise ValueError(f"SLMRec: ssl_task must be one of {SSL_TASKS}, got {c['ssl_task']!r}")
+            raise OptionError(f"SLMRec: ssl_task must be one of {SSL_TASKS}, got {c['ssl_task']!r}")
         if c["fusion"] not in ("concat", "mean"):
-            raise ValueError(f"SLMRec: fusion must be 'concat' or 'mean', got {c['fusion']!r}")
+            raise OptionError(f"SLMRec: fusion must be 'concat' or 'mean', got {c['fusion']!r}")
         if c["score"] not in ("cosine", "dot"):
-            raise ValueError(f"SLMRec: score must be 'cosine' or 'dot', got {c['score']!r}")
+            raise OptionError(f"SLMRec: score must be 'cosine' or 'dot', got {c['score']!r}")
         mods = list(c["modalities"] or data.features)
         missing = [m for m in mods if m not in data.features]
         if not mods or missing:
-            raise ValueError(f"SLMRec needs item features; {data.name} has {sorted(data.features)}, asked for {mods}")
+            raise DataError(f"SLMRec needs item features; {data.name} has {sorted(data.features)}, asked for {mods}")
         self.modalities = mods
         d = c["embed_dim"]
         for m in mods:

@@ -13,13 +13,17 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import GraphModel, bpr_epoch, bpr_loss, feature_buffer, l2_reg
+from .base import NON_NEGATIVE, POSITIVE, GraphModel, at_least, bpr_epoch, bpr_loss, feature_buffer, l2_reg
 from .data import GraphData
+from ..errors import DataError
 
 
 class VBPR(GraphModel):
     defaults = {"embed_dim": 64, "visual_dim": 64, "lr": 1e-3, "reg": 1e-4, "batch_size": 2048, "init_std": 0.1, "weight_decay": 0.0,
                 "bias_reg": None, "proj_reg": 0.0, "normalize_features": True, "modalities": None}
+    checks = {"embed_dim": at_least(1), "visual_dim": at_least(1), "lr": POSITIVE, "reg": NON_NEGATIVE,
+              "batch_size": at_least(1), "init_std": POSITIVE, "weight_decay": NON_NEGATIVE, "bias_reg": NON_NEGATIVE,
+              "proj_reg": NON_NEGATIVE}
 
     def __init__(self, data: GraphData, cfg: dict | None = None):
         super().__init__(data, cfg)
@@ -27,7 +31,7 @@ class VBPR(GraphModel):
         mods = list(c["modalities"] or sorted(data.features))
         missing = [m for m in mods if m not in data.features]
         if not mods or missing:
-            raise ValueError(f"VBPR needs item features; {data.name} has {sorted(data.features)}, asked for {mods}")
+            raise DataError(f"VBPR needs item features; {data.name} has {sorted(data.features)}, asked for {mods}")
         self.modalities = mods
         feats = torch.cat([feature_buffer(data.features[m], c["normalize_features"]) for m in mods], dim=1)
         self.register_buffer("features", feats, persistent=False)

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..args import InvalidOption, check_fields, config_path, coerce_like, one_of, parse, with_defaults, yaml_scalar
+from ..args import SEED, DATASET, InvalidOption, check_fields, config_path, coerce_like, one_of, parse, with_defaults, yaml_scalar
 from ..cli import entry_status, run
 from ..errors import OptionError
 from ..graph import MODELS
@@ -55,7 +55,8 @@ class DataArgs:
 
     def __post_init__(self):
         check_fields(self, format=one_of("atomic", "mmssl", "slmrec"), model=one_of(*MODELS.keys()),
-                     valid_ratio=((lambda v: 0 < v < 1), "must lie in (0, 1)"))
+                     valid_ratio=((lambda v: 0 < v < 1), "must lie in (0, 1)"), valid_seed=SEED,
+                     dataset=DATASET)
         parse_opts(self.model_opts)  # key=value syntax, checked here; types once the model is known
 
 
@@ -121,6 +122,7 @@ def run_baseline(argv=None) -> dict:
     if dargs.modalities and dargs.model != "lightgcn":
         cfg.setdefault("modalities", [m for m in dargs.modalities.split(",") if m])
     fargs.output_dir = fargs.output_dir.format(dataset=dargs.dataset, model=dargs.model)
+    MODELS[dargs.model].check_cfg(cfg)  # every model option type- and range-checked before the data loads
     if not fargs.output_dir:
         raise OptionError("--output_dir", "must name a folder (the reports are written there)")
     from ..rundir import check_output_dir, claim_output_dir

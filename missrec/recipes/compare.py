@@ -12,6 +12,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from ..errors import CorruptFileError, UserError
 
 from ..cli import ArgumentParser, run
 
@@ -23,9 +24,9 @@ def _row(path: Path) -> dict:
     try:
         r = json.loads(p.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
-        raise ValueError(f"{p}: not a readable results.json ({e})") from None
+        raise CorruptFileError(f"{p}: not a readable results.json ({e})") from None
     if not isinstance(r, dict) or "test" not in r or "dataset" not in r:
-        raise ValueError(f"{p}: expected a results.json with 'dataset' and 'test'")
+        raise CorruptFileError(f"{p}: expected a results.json with 'dataset' and 'test'")
     if "model" in r:  # graph baseline
         name, pop = r["model"], r.get("popularity", {}).get("test")
     else:  # MISSRec finetune
@@ -38,10 +39,10 @@ def _row(path: Path) -> dict:
 def table(paths, cols=COLS) -> str:
     rows = [_row(Path(x)) for x in paths]
     if not rows:
-        raise ValueError("no results given")
+        raise UserError("no results given")
     ds = {r["dataset"] for r in rows}
     if len(ds) > 1:
-        raise ValueError(f"results of several datasets {sorted(ds)}: give one dataset's results")
+        raise UserError(f"results of several datasets {sorted(ds)}: give one dataset's results")
     pop = next((r["popularity"] for r in rows if r["popularity"]), None)
     body = [(r["name"], r["test"]) for r in rows] + ([("popularity", pop)] if pop else [])
     fmt = lambda v: "" if v is None else f"{v:.4f}"  # noqa: E731

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from missrec.args import TrainArgs, at_least, check_fields, check_metric, one_of, parse_ks, with_defaults
+from missrec.args import DATASET, TrainArgs, at_least, check_fields, check_metric, one_of, parse_ks, with_defaults
 from missrec.cli import entry_status, run
 
 # An epoch checkpoint every epoch (only the newest kept) makes --resume_from latest lose at most one epoch.
@@ -42,7 +42,7 @@ class FinetuneArgs:
     model: str = field(default="missrec", metadata={"help": "missrec, or sasrec: the ID-only SASRec baseline (hidden 64, 2 layers, 2 heads, dropout 0.5; only max_seq_length of the model options applies)."})
 
     def __post_init__(self):
-        check_fields(self, mode=one_of("transductive", "inductive"), patience=at_least(1))
+        check_fields(self, mode=one_of("transductive", "inductive"), patience=at_least(1), dataset=DATASET)
         check_metric(self.metric, self.ks)
 
     @property

@@ -16,7 +16,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from missrec.args import NON_NEGATIVE, check_fields, one_of
+from missrec.args import DATASET, NON_NEGATIVE, check_fields, one_of
 from missrec.cli import entry_status, run
 
 SAMPLE_CONFIG = Path(__file__).resolve().with_name("pretrain_sample.yaml")
@@ -34,7 +34,7 @@ class PretrainArgs:
 
     def __post_init__(self):
         check_fields(self, lambda_seq=NON_NEGATIVE, augmentation=one_of("auto", "item_drop", "word_drop", "both"),
-                     item_keep_prob=((lambda v: 0 < v <= 1), "must lie in (0, 1]"))
+                     item_keep_prob=((lambda v: 0 < v <= 1), "must lie in (0, 1]"), dataset=DATASET)
 
 
 def pretrain(argv=None):

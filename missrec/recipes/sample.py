@@ -10,6 +10,7 @@ from typing import Sequence
 
 from ..baselines import baseline_table, format_baseline_table
 from ..cli import ArgumentParser, run
+from ..errors import OptionError
 from ..data.sample import SampleConfig, ensure_sample, format_summary, read_summary
 
 
@@ -46,8 +47,9 @@ def _main(argv: Sequence[str]) -> int:
     t0 = time.perf_counter()
     try:
         path = ensure_sample(args.root, args.seed, force=args.force, progress=True, **sizes)
-    except ValueError as e:
-        ap.error(str(e))
+    except OptionError as e:  # a size out of range: named as the option the user typed
+        where = f"--{e.where.replace('_', '-')}" if e.where in sizes else e.where
+        ap.error(f"{where}: {e.message}" if where else e.message)
     print(f"sample at {path} (seed {args.seed}, {time.perf_counter() - t0:.1f}s)")
     print(format_summary(read_summary(path)["domains"]))
     if not args.no_baselines:
