@@ -1,7 +1,8 @@
 """Run the paper's four finetuning settings on one dataset and print the results table.
 
 Settings (rows of the MISSRec README table): with/without item IDs (transductive/inductive) x
-with/without pretraining, then the ID-only SASRec baseline and popularity; each row gives the
+with/without pretraining, then every ID-only model of missrec/model_registry.py (SASRec, GRU4Rec:
+one row each, named by its model type) and popularity; each row gives the
 wall time it took. Without --pretrained only the from-scratch settings run. Every option after
 the script's own is passed to finetune/run.py for every run (e.g. --config, --data_root,
 --epochs, --interest_reg original|mean for the form of the interest regulariser). Results of each run go to
@@ -57,18 +58,24 @@ def main(argv=None):
     from missrec.data.sample import ensure_sample
     from missrec.evaluate import round_metrics
     from missrec.fsutil import atomic_write_json, atomic_write_text
+    from missrec.data.atomic import MAX_LEN
+    from missrec.model_registry import MODELS
     from missrec.recipes import finetune as ft
 
     from missrec.cli import ArgumentParser
     from missrec.errors import OptionError
     pre = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     pre.add_argument("--pretrained", default="none", help="Checkpoint for the two pretrained settings (none: skip them).")
+    # The transfer model's four settings, then one row per ID-only model of the registry.
+    runs = [(f"{'id' if i else 'noid'}-{'pt' if p else 'scratch'}", m, i, p)
+            for m, (_, cls) in MODELS.items() if cls.transfers for i, p in SETTINGS]
+    runs += [(m, m, True, False) for m, (_, cls) in MODELS.items() if not cls.transfers]
     pre.add_argument("--settings", default="all",
-                     help="Comma-separated subset of id-scratch,id-pt,noid-scratch,noid-pt,sasrec.")
+                     help=f"Comma-separated subset of {','.join(r[0] for r in runs)}.")
     own, rest = pre.parse_known_args(argv)
     margs, targs, fargs = parse((ModelArgs, TrainArgs, ft.FinetuneArgs), rest, defaults=ft.FINETUNE_DEFAULTS)
     wanted = None if own.settings == "all" else set(own.settings.split(","))
-    known = {"id-scratch", "id-pt", "noid-scratch", "noid-pt", "sasrec"}
+    known = {r[0] for r in runs}
     if wanted and wanted - known:
         raise OptionError("--settings", f"unknown setting(s) {', '.join(sorted(wanted - known))}; "
                                         f"choose from {','.join(sorted(known))} or all")
@@ -78,20 +85,19 @@ def main(argv=None):
     data_root = fargs.data_root or str(ensure_sample())
     base_out = Path(targs.output_dir)
     rows = []
-    for with_id, pretrained in SETTINGS + [("sasrec", False)]:
-        tag = "sasrec" if with_id == "sasrec" else f"{'id' if with_id else 'noid'}-{'pt' if pretrained else 'scratch'}"
+    for tag, model, with_id, pretrained in runs:
         if (wanted and tag not in wanted) or (pretrained and no_pt):
             continue
         print(f"== {fargs.dataset}: {tag}", flush=True)
         t0 = time.perf_counter()
-        res = ft.main(rest + ["--data_root", data_root, "--mode", "inductive" if with_id is False else "transductive",
+        res = ft.main(rest + ["--data_root", data_root, "--mode", "transductive" if with_id else "inductive",
                               "--pretrained", own.pretrained if pretrained else "none",
-                              "--output_dir", str(base_out / tag)] + (["--model", "sasrec"] if tag == "sasrec" else []))
-        rows.append({"setting": tag, "with_id": with_id, "pretrained": pretrained, "best_epoch": res["best_epoch"],
+                              "--output_dir", str(base_out / tag), "--model", model])
+        rows.append({"setting": tag, "model": model, "with_id": with_id, "pretrained": pretrained, "best_epoch": res["best_epoch"],
                      "epochs_run": res["epochs_run"], "seconds": time.perf_counter() - t0,
                      "test": {k: res["test"][k] for k in COLS}})
     t0 = time.perf_counter()
-    base = baselines(data_root, fargs.dataset, margs.max_seq_length)
+    base = baselines(data_root, fargs.dataset, margs.max_seq_length or MAX_LEN)
     pop_seconds = time.perf_counter() - t0
     key = paper_key(fargs.dataset)
     head = ["Dataset", "With ID?", "Pre-trained?", "R@10", "N@10", "R@50", "N@50", "time"]
@@ -99,13 +105,15 @@ def main(argv=None):
         head += ["paper R@10", "paper N@10", "paper R@50", "paper N@50"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        if r["setting"] == "sasrec":
-            cells = [fargs.dataset, "SASRec (ID only)", "✗"]
-        else:
+        cls = MODELS[r["model"]][1]
+        if cls.transfers:
             cells = [fargs.dataset, "✓" if r["with_id"] else "✗", "✓" if r["pretrained"] else "✗"]
+        else:
+            cells = [fargs.dataset, f"{cls.__name__} (ID only)", "✗"]
         cells += [f"{r['test'][c]:.4f}" for c in COLS] + [_duration(r["seconds"])]
         if key:
-            cells += [f"{v:.4f}" for v in PAPER[(key, r["with_id"], r["pretrained"])]] if r["setting"] != "sasrec" else [""] * 4
+            paper = PAPER.get((key, r["with_id"], r["pretrained"])) if cls.transfers else None
+            cells += [f"{v:.4f}" for v in paper] if paper else [""] * 4
         lines.append("| " + " | ".join(cells) + " |")
     pop = base["popularity"]
     lines.append("| " + " | ".join([fargs.dataset, "popularity", "—"] + [f"{pop[c]:.4f}" for c in COLS]
