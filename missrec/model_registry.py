@@ -7,12 +7,14 @@ it through :data:`MODELS` (see missrec/factory.py); nothing else names a model t
 from __future__ import annotations
 
 from .errors import OptionError
+from .gru4rec import GRU4Rec
 from .model import MISSRec
 from .sasrec import SASRec
 
 MODELS = {cls.model_type: (cls.config_cls, cls) for cls in (
     MISSRec,
     SASRec,
+    GRU4Rec,
 )}
 
 
