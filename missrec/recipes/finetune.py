@@ -35,7 +35,7 @@ class FinetuneArgs:
     ks: str = field(default="10,20,50", metadata={"help": "Cut-offs K for Recall@K / NDCG@K (comma separated)."})
     mask_history: bool = field(default=False, metadata={"help": "Exclude each user's history items from the ranking (the paper does not)."})
     plot: bool = field(default=True, metadata={"help": "Write curves.png (train loss and validation metric per epoch)."})
-    model: str = field(default="missrec", metadata={"help": "A model type of missrec/model_registry.py: missrec, or an ID-only baseline such as sasrec (hidden 64, 2 layers, 2 heads, inner 256, dropout 0.5 by default). Model options set explicitly apply to it; an option it has not is refused."})
+    model: str = field(default="missrec", metadata={"help": "A model type of missrec/model_registry.py: missrec, or an ID-only baseline: sasrec (hidden 64, 2 layers, 2 heads, inner 256, dropout 0.5 by default) or gru4rec (embedding 64, GRU hidden 128, 1 layer, dropout 0.3). Model options set explicitly apply to it; an option it has not is refused."})
 
     @property
     def ks_tuple(self):
