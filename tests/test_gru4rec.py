@@ -79,14 +79,16 @@ def test_refuses_pretrained(tmp_path):
         finetune(["--data_root", str(tmp_path), "--dataset", "walk", "--model", "gru4rec", "--pretrained", "x/y"])
 
 
-def test_table_prints_gru4rec_beside_sasrec(tmp_path):
+def test_table_prints_gru4rec_beside_sasrec(tmp_path, capsys):
     from missrec.recipes.table import main as table
     from tests._tiny import make_domain
 
     make_domain(tmp_path, "tiny")
     rows = table(["--data_root", str(tmp_path), "--dataset", "tiny", "--settings", "sasrec,gru4rec", "--epochs", "1",
-                  "--hidden_size", "32", "--output_dir", str(tmp_path / "out"), "--progress", "false", "--plot", "false"])
+                  "--hidden_size", "32", "--n_heads", "2", "--inner_size", "32", "--output_dir", str(tmp_path / "out"), "--progress", "false", "--plot", "false"])
     assert [r["setting"] for r in rows] == ["sasrec", "gru4rec"]
+    # One set of options for every row: GRU4Rec has no heads nor FFN, so those are left out for it.
+    assert "note: --model gru4rec has no --n_heads, --inner_size; not used for it" in capsys.readouterr().out
     lines = (tmp_path / "out" / "table.md").read_text().splitlines()
     assert lines[2].startswith("| tiny | SASRec (ID only) | ✗ | ") and lines[3].startswith("| tiny | GRU4Rec (ID only) | ✗ | ")
     assert f"| {rows[1]['test']['recall@10']:.4f} | {rows[1]['test']['ndcg@10']:.4f} |" in lines[3]

@@ -42,14 +42,15 @@ class FinetuneArgs:
         return tuple(int(k) for k in self.ks.split(",") if k.strip())
 
 
-def build_model(margs, targs, fargs, ds, ckpt, announce=None):
-    """The run's model: ``--model`` fresh, or the ``--pretrained`` checkpoint ``ckpt`` fitted to ``ds``."""
+def build_model(options: dict, targs, fargs, ds, ckpt, announce=None):
+    """The run's model: ``--model`` fresh, or the ``--pretrained`` checkpoint ``ckpt`` fitted to ``ds``;
+    ``options``: the explicit model options (missrec/args.py:ModelArgs.given)."""
     from missrec.factory import create_model, load_model
 
     if ckpt is None:
-        return create_model(fargs.model, ds, options=margs.given(), runtime=targs.runtime(), mode=fargs.mode,
+        return create_model(fargs.model, ds, options=options, runtime=targs.runtime(), mode=fargs.mode,
                             announce=announce)
-    return load_model(ckpt, dataset=ds.folder, for_data=ds, mode=fargs.mode, options=margs.given(),
+    return load_model(ckpt, dataset=ds.folder, for_data=ds, mode=fargs.mode, options=options,
                       runtime=targs.runtime(), announce=announce)
 
 
@@ -79,7 +80,9 @@ def write_reports(out: Path, results: dict, history: list, plot: bool) -> None:
                  f"trainable parameters {results['trainable_params']:,} of {results['total_params']:,}")
 
 
-def main(argv=None):
+def main(argv=None, *, drop_foreign_options: bool = False):
+    """``drop_foreign_options``: model options the model has not are dropped with a note instead of
+    refused (finetune/table.py runs several models with one set of options)."""
     from missrec.args import ModelArgs, TrainArgs, parse
     from missrec.data.atomic import FEATURE_SUFFIXES, dataset_folder, load_dataset
     from missrec.factory import history_length, load_model
@@ -90,7 +93,12 @@ def main(argv=None):
     margs, targs, fargs = parse((ModelArgs, TrainArgs, FinetuneArgs), argv, description=__doc__,
                                 defaults=FINETUNE_DEFAULTS)
     cls = model_class(fargs.model)
-    cls.config_fields(margs.given())  # an option the model has not is refused before any data is read
+    options = margs.given()
+    foreign = [k for k in options if k not in cls.options]
+    if foreign and drop_foreign_options:
+        print(f"note: --model {fargs.model} has no {', '.join('--' + k for k in foreign)}; not used for it")
+        options = {k: v for k, v in options.items() if k in cls.options}
+    cls.config_fields(options)  # an option the model has not is refused before any data is read
     if fargs.peft is None:
         fargs.peft = fargs.pretrained.lower() != "none"
     acc = make_accelerator(targs)
@@ -101,12 +109,12 @@ def main(argv=None):
     with acc.main_process_first():  # downloads / .pth conversion happen once
         ckpt = open_pretrained(fargs, dataset_folder(fargs.data_root, fargs.dataset))
     with acc.main_process_first():
-        ds = load_dataset(fargs.data_root, fargs.dataset, max_len=history_length(cls, margs.given(), ckpt),
+        ds = load_dataset(fargs.data_root, fargs.dataset, max_len=history_length(cls, options, ckpt),
                           require_features=cls.features)
     n_items = ds.n_items
     from accelerate.utils import set_seed
     set_seed(targs.seed)  # fresh weights (a new model, or a new ID table) depend on the seed only
-    model = build_model(margs, targs, fargs, ds, ckpt, announce=acc.print)
+    model = build_model(options, targs, fargs, ds, ckpt, announce=acc.print)
     if model.uses_item_ids:
         model.config.catalogue = ds.catalogue()  # checkpoints record whose items the ID table holds
     trainable, total = model.set_peft(fargs.peft)

@@ -92,7 +92,7 @@ def main(argv=None):
         t0 = time.perf_counter()
         res = ft.main(rest + ["--data_root", data_root, "--mode", "transductive" if with_id else "inductive",
                               "--pretrained", own.pretrained if pretrained else "none",
-                              "--output_dir", str(base_out / tag), "--model", model])
+                              "--output_dir", str(base_out / tag), "--model", model], drop_foreign_options=True)
         rows.append({"setting": tag, "model": model, "with_id": with_id, "pretrained": pretrained, "best_epoch": res["best_epoch"],
                      "epochs_run": res["epochs_run"], "seconds": time.perf_counter() - t0,
                      "test": {k: res["test"][k] for k in COLS}})
