@@ -21,13 +21,19 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 import yaml
 
-from .config import FUSIONS, MISSRecConfig
+from .config import ATTENTION_IMPLS, FUSIONS, MISSRecConfig
 from .errors import OptionError
 
-PAPER = MISSRecConfig()  # the defaults below are the model config's, not copies of them
+PAPER = MISSRecConfig()  # the help below quotes the model config's defaults, never copies them
+
+
+def _model_help(text: str, name: str) -> str:
+    return (f"{text} Default: the model's own (MISSRec {getattr(PAPER, name)}; other models: their config "
+            "class, missrec/model_registry.py), or with --pretrained the checkpoint's.")
 
 
 # ----------------------------------------------------------------------------- typed YAML
@@ -152,7 +158,7 @@ def check_fields(obj, **rules) -> None:
     """Raise :class:`InvalidOption` for the first field of ``obj`` that breaks its rule."""
     for name, (ok, what) in rules.items():
         value = getattr(obj, name)
-        if not ok(value):
+        if value is not None and not ok(value):  # None: an optional option left unset
             raise InvalidOption(name, f"{what}, got {value!r}")
 
 
@@ -179,24 +185,30 @@ def check_metric(metric: str, ks_text: str, kinds=("recall", "ndcg")) -> None:
 # ----------------------------------------------------------------------------- shared options
 @dataclass
 class ModelArgs:
-    """Architecture (the paper's sizes by default). Ignored when starting from a checkpoint."""
+    """Model options. Unset (None) means the model's own default, or with a checkpoint its value: an
+    explicit option that conflicts with a checkpoint's architecture is an error, others apply
+    (missrec/factory.py). A model refuses an option it has not (missrec/seqmodel.py ``options``)."""
 
-    hidden_size: int = field(default=PAPER.hidden_size, metadata={"help": "Transformer width (adaptors map CLIP dims to this)."})
-    n_heads: int = field(default=PAPER.n_heads, metadata={"help": "Attention heads."})
-    inner_size: int = field(default=PAPER.inner_size, metadata={"help": "Feed-forward width."})
-    num_encoder_layers: int = field(default=PAPER.num_encoder_layers, metadata={"help": "Interest-encoder layers."})
-    num_decoder_layers: int = field(default=PAPER.num_decoder_layers, metadata={"help": "Item-decoder layers."})
-    dropout: float = field(default=PAPER.dropout, metadata={"help": "Dropout in the transformer and on the input tokens."})
-    max_seq_length: int = field(default=PAPER.max_seq_length, metadata={"help": "Longest history (older items are cut)."})
-    temperature: float = field(default=PAPER.temperature, metadata={"help": "Logit temperature tau."})
-    fusion: str = field(default=PAPER.fusion, metadata={"help": "Item-side fusion: dynamic_shared (learned) or static (mean)."})
+    hidden_size: Optional[int] = field(default=None, metadata={"help": _model_help("Hidden width (MISSRec: its adaptors map the feature dims to this).", "hidden_size")})
+    n_heads: Optional[int] = field(default=None, metadata={"help": _model_help("Attention heads.", "n_heads")})
+    inner_size: Optional[int] = field(default=None, metadata={"help": _model_help("Feed-forward width.", "inner_size")})
+    num_encoder_layers: Optional[int] = field(default=None, metadata={"help": _model_help("Encoder layers (MISSRec: interest encoder; SASRec: its layers; GRU4Rec: GRU layers).", "num_encoder_layers")})
+    num_decoder_layers: Optional[int] = field(default=None, metadata={"help": _model_help("Item-decoder layers (MISSRec only).", "num_decoder_layers")})
+    dropout: Optional[float] = field(default=None, metadata={"help": _model_help("Dropout.", "dropout")})
+    max_seq_length: Optional[int] = field(default=None, metadata={"help": _model_help("Longest history (older items are cut).", "max_seq_length")})
+    temperature: Optional[float] = field(default=None, metadata={"help": _model_help("Logit temperature tau (MISSRec only).", "temperature")})
+    fusion: Optional[str] = field(default=None, metadata={"help": _model_help("Item-side fusion: dynamic_shared (learned) or static (mean) (MISSRec only).", "fusion")})
+
+    def given(self) -> dict:
+        """The options set explicitly (on the command line or in the YAML file)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
     def __post_init__(self):
         one = at_least(1)
         check_fields(self, hidden_size=one, n_heads=one, inner_size=one, num_encoder_layers=one,
                      num_decoder_layers=one, max_seq_length=one, dropout=FRACTION, temperature=POSITIVE,
                      fusion=one_of(*FUSIONS))
-        if self.hidden_size % self.n_heads:
+        if None not in (self.hidden_size, self.n_heads) and self.hidden_size % self.n_heads:
             raise InvalidOption("n_heads", f"{self.n_heads} does not divide --hidden_size {self.hidden_size}")
 
 
@@ -235,8 +247,8 @@ class TrainArgs:
     kmeans_warm_start: bool = field(default=True, metadata={"help": "Start each epoch's k-means from the previous epoch's centroids (converges in a few iterations)."})
     kmeans_compat: bool = field(default=False, metadata={"help": "Reproduce the original's single-step clustering."})
     gamma_reg: float = field(default=1e-4, metadata={"help": "Weight of the interest regulariser."})
-    interest_reg: str = field(default="mean", metadata={"help": "Interest regulariser: mean (real tokens, batch mean) | original (the original code's form: all padded slots, summed over the batch)."})
-    attention_impl: str = field(default="packed", metadata={"help": "Sequence encoding: packed (real tokens only, attention per length bucket; fastest on a CPU) | jagged (real tokens only, attention on nested jagged tensors: fused varlen kernels on CUDA, unmeasured there) | padded (nn.Transformer on padded batches, the reference). Same results."})
+    interest_reg: Optional[str] = field(default=None, metadata={"help": "MISSRec's interest regulariser: mean (real tokens, batch mean) | original (the original code's form: all padded slots, summed over the batch). Default: a checkpoint's stored choice, else mean; an explicit value overrides a checkpoint's (printed)."})
+    attention_impl: Optional[str] = field(default=None, metadata={"help": "MISSRec's sequence encoding (default: a checkpoint's stored choice, else packed): packed (real tokens only, attention per length bucket; fastest on a CPU) | jagged (real tokens only, attention on nested jagged tensors: fused varlen kernels on CUDA, unmeasured there) | padded (nn.Transformer on padded batches, the reference). Same results."})
     progress: bool = field(default=True, metadata={"help": "Show progress bars (main process only)."})
 
     def __post_init__(self):
@@ -249,7 +261,13 @@ class TrainArgs:
                      max_steps=((lambda v: v == -1 or v >= 1), "must be -1 (run all epochs) or a positive number of steps"),
                      lr_scheduler=one_of("constant", "linear", "cosine"),
                      mixed_precision=one_of("auto", "no", "bf16", "fp16"),
-                     kmeans_init=one_of("auto", "k-means++", "random"), seed=SEED, output_dir=OUTPUT_DIR)
+                     kmeans_init=one_of("auto", "k-means++", "random"), seed=SEED, output_dir=OUTPUT_DIR,
+                     interest_reg=one_of("mean", "original"), attention_impl=one_of(*ATTENTION_IMPLS))
+
+    def runtime(self) -> dict:
+        """The run's choices a model may take (None: the checkpoint's or the model's default)."""
+        return {"interest_reg": self.interest_reg, "attention_impl": self.attention_impl}
+
 
 
 def with_defaults(cls, name: str, doc: str | None = None, helps: dict | None = None, **defaults):

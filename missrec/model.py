@@ -18,16 +18,16 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
 from torch import nn
 
 from . import packed
-from .checkpoint import (WEIGHTS, catalogue_of, other_catalogue, read_config, read_model_type, read_weights,
-                         save_model)
+from .checkpoint import INTEREST, SHAPE_FIELDS, catalogue_of, other_catalogue
 from .config import MISSRecConfig
-from .hub import resolve
+from .errors import UserError
 from .interest import interest_tokens, interest_tokens_packed
 from .items import ItemTable
-from .errors import UserError
+from .seqmodel import ModelScorer, SequentialModel
 
 
 def regulariser_mean(real_sum: torch.Tensor, n_real: torch.Tensor) -> torch.Tensor:
@@ -51,7 +51,23 @@ def regulariser_original(real_sum: torch.Tensor, pad_memory: torch.Tensor, n_rea
     return (pooled * pooled).sum() / pooled.shape[1]
 
 
-class MISSRec(nn.Module):
+class MISSRec(SequentialModel):
+    """MISSRec; its contract methods (missrec/seqmodel.py) come after the MISSRec-specific ones."""
+
+    model_type = "missrec"
+    config_cls = MISSRecConfig
+    features = ("text",)
+    optional_features = ("image",)  # zero rows when absent (a text-only catalogue)
+    options = {k: k for k in ("hidden_size", "n_heads", "inner_size", "num_encoder_layers", "num_decoder_layers",
+                              "dropout", "max_seq_length", "temperature", "fusion")}
+    architecture = ("hidden_size", "n_heads", "inner_size", "num_encoder_layers", "num_decoder_layers")
+    fixed_fields = SHAPE_FIELDS
+    runtime_fields = ("interest_reg", "attention_impl")
+    transfers = True
+    card_title = "MISSRec"
+    card_tags = ("multimodal", "pretrain-then-transfer")
+    card_files = ("`interest.safetensors` (interest clusters)",)
+
     def __init__(self, config: MISSRecConfig):
         super().__init__()
         self.config = c = config
@@ -241,99 +257,124 @@ class MISSRec(nn.Module):
         s_id = None if re is None else u @ re.t()
         return self.fuse(u @ rt.t(), u @ rv.t(), s_id) / self.config.temperature
 
-    # ------------------------------------------------------------------ checkpoints
-    def save_pretrained(self, path: str | Path, items: ItemTable | None = None) -> None:
-        save_model(path, self, items)
+    # ------------------------------------------------------------------ the contract (missrec/seqmodel.py)
+    @classmethod
+    def config_for(cls, ds, options: dict, *, mode: str = "transductive") -> MISSRecConfig:
+        use_id = mode == "transductive"
+        tdim = ds.features["text"].shape[1]
+        # No image features (a text-only catalogue): zero rows, as for any item without an image.
+        idim = ds.features["image"].shape[1] if "image" in ds.features else tdim
+        return MISSRecConfig(**cls.config_fields(options), text_dim=tdim, image_dim=idim, use_id=use_id,
+                             n_items=ds.n_items if use_id else 0)
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | Path, dataset: str | Path | None = None,
-                        **overrides) -> "MISSRec":
-        """Build a model from anything ``--pretrained`` accepts (see missrec/hub.py).
+    def adapt_config(cls, stored: dict, ds, *, mode: str, source) -> dict:
+        """A pretrained config for finetuning on ``ds``: its feature dims must match; ``mode`` sets the ID table."""
+        tdim = ds.features["text"].shape[1]
+        idim = ds.features["image"].shape[1] if "image" in ds.features else None
+        have = (stored.get("text_dim"), stored.get("image_dim"))
+        if (have[0], have[1] if idim is None else idim) != (tdim, have[1]):
+            raise UserError(source, f"expects text/image features of dims {have[0]}/{have[1]}, but {ds.folder} "
+                                    f"has {tdim}/{idim} (extract them with the same CLIP model)")
+        use_id = mode == "transductive"
+        return {**stored, "use_id": use_id, "n_items": ds.n_items if use_id else 0}
 
-        ``overrides`` change config fields (e.g. use_id, n_items); ``dataset`` (a dataset folder)
-        lets an original transductive .pth map its item rows to ours. Weights whose shapes no
-        longer fit are an error, except an ID table for another catalogue, which is dropped;
-        weights absent from the file (e.g. a new ID table) keep their fresh initialisation.
-        """
-        folder = resolve(name_or_path, dataset=dataset)
-        d = read_config(folder).to_dict()
-        d.update(overrides)
-        model = cls(MISSRecConfig.from_dict(d))
-        state = read_weights(folder)
-        wpath = folder / WEIGHTS
-        if overrides.get("use_id") is not None and "item_embedding.weight" in state:
-            _adopt_id_table(model, folder, state, dataset)
-        if not model.config.use_id:
-            model.config.catalogue = {}
-        own = model.state_dict()
-        unexpected = sorted(set(state) - set(own))
-        if unexpected:
-            raise UserError(f"{wpath}: unexpected weights {unexpected[:8]}")
-        for k, v in state.items():
-            if own[k].shape != v.shape:
-                raise UserError(f"{wpath}: '{k}' has shape {tuple(v.shape)}, the model expects {tuple(own[k].shape)}")
-        missing = sorted(set(own) - set(state) - {"item_embedding.weight"})
-        if missing:
-            raise UserError(f"{wpath}: missing weights {missing[:8]}")
-        model.load_state_dict(state, strict=False)
-        return model
+    @property
+    def uses_item_ids(self) -> bool:
+        return self.config.use_id
+
+    def make_items(self, ds, device=None) -> ItemTable:
+        # A text-only catalogue gets zero image rows of the model's image dim.
+        return ItemTable.from_dataset(ds, self.config.hidden_size, device=device, image_dim=self.config.image_dim)
+
+    def encode(self, seq, length, items: ItemTable = None) -> torch.Tensor:
+        return self(seq, length, items)[0]
+
+    def candidates(self, items: ItemTable = None):
+        return tuple(None if r is None else r.float() for r in self.item_reps(items))
+
+    def score(self, user, cands, ids=None) -> torch.Tensor:
+        reps = cands if ids is None else tuple(None if r is None else r[ids - 1] for r in cands)
+        return self.logits(user, reps)
+
+    def score_pairs(self, user, cands, ids) -> torch.Tensor:
+        rt, rv, re = (None if r is None else r[ids - 1] for r in cands)
+        s_id = None if re is None else (user * re).sum(-1)
+        return self.fuse((user * rt).sum(-1), (user * rv).sum(-1), s_id) / self.config.temperature
+
+    def loss(self, batch: dict, items: ItemTable = None) -> dict:
+        """Softmax cross-entropy over every item (padding excluded) and the interest regulariser."""
+        u, reg = self(batch["seq"], batch["length"], items)
+        logits = self.logits(u, self.item_reps(items))
+        return {"ce": F.cross_entropy(logits.float(), batch["target"] - 1), "reg": reg}
+
+    def on_epoch_start(self, items: ItemTable, epoch: int, args, accelerator, seed: int) -> dict | None:
+        """Interest discovery on the main process, broadcast to the others."""
+        info = None
+        if accelerator is None or accelerator.is_main_process:
+            was = self.training
+            self.eval()
+            info = items.discover_interests(
+                self, args.interest_ratio, n_iter=args.kmeans_iters, init=args.kmeans_init, seed=seed + epoch,
+                compat=args.kmeans_compat, warm_start=args.kmeans_warm_start)
+            self.train(was)
+        items.broadcast_interests(accelerator)
+        return info
+
+    def load_item_state(self, items: ItemTable, folder: Path, *, interest_ratio: float | None = None,
+                        seed: int = 0) -> None:
+        """The checkpoint's interest clusters; with ``interest_ratio``, discover them when the file is
+        absent or covers another catalogue (a pretrained-only checkpoint carries the corpus' clusters)."""
+        path = Path(folder) / INTEREST
+        if interest_ratio is None or (path.is_file() and _covers(path, items.n_items)):
+            items.load_interest(path)
+        else:
+            items.discover_interests(self, interest_ratio, seed=seed)
+
+    def prepare_state(self, state: dict, stored: dict, folder: Path, dataset=None) -> set[str]:
+        """Keep a stored item-ID table only for the catalogue it was trained on (else it starts fresh,
+        with a note); fit the position table to this model's max_seq_length (rows count from the oldest
+        item: a shorter table keeps the first rows, a longer one starts its extra rows fresh)."""
+        c = self.config
+        pos = state.get("position_embedding.weight")
+        if pos is not None and pos.shape[0] != c.max_seq_length:
+            fresh = self.position_embedding.weight.detach().clone()
+            n = min(pos.shape[0], c.max_seq_length)
+            fresh[:n] = pos[:n]
+            if pos.shape[0] < c.max_seq_length:
+                print(f"note: {folder}: positions {pos.shape[0]}..{c.max_seq_length - 1} are new to the "
+                      "checkpoint and start fresh", file=sys.stderr)
+            state["position_embedding.weight"] = fresh
+        if "item_embedding.weight" in state:
+            own = self.state_dict().get("item_embedding.weight")
+            if own is None:
+                state.pop("item_embedding.weight")  # inductive use of a transductive checkpoint
+            else:
+                new = catalogue_of(dataset)
+                why = other_catalogue(folder, stored.get("catalogue") or {}, tuple(state["item_embedding.weight"].shape),
+                                      tuple(own.shape), new)
+                if why:
+                    state.pop("item_embedding.weight")
+                    print(f"note: {folder}: {why}; its item-ID table starts fresh (the rest of the model is reused)",
+                          file=sys.stderr)
+                if new:
+                    c.catalogue = new
+        if not c.use_id:
+            c.catalogue = {}
+        return {"item_embedding.weight"}  # a new ID table keeps its fresh initialisation
+
+    @classmethod
+    def card_summary(cls, config: dict) -> str:
+        mode = "transductive (item IDs + modalities)" if config.get("use_id") else "inductive (modalities only)"
+        return ("Multi-modal interest-aware sequential recommender (MISSRec, ACM MM 2023), "
+                f"{mode}; text features of dim {config.get('text_dim')}, image features of dim {config.get('image_dim')}.")
 
 
-def load_model(name_or_path: str | Path, dataset: str | Path | None = None, **overrides) -> nn.Module:
-    """Any checkpoint we write, by its config's ``model_type``: MISSRec, or the SASRec baseline.
-
-    The one place that dispatches on the model type (finetuning's best model, recommend);
-    ``--pretrained`` transfer is MISSRec only and calls :meth:`MISSRec.from_pretrained` itself.
-    """
-    folder = resolve(name_or_path, dataset=dataset)
-    if read_model_type(folder) == "sasrec":
-        from .sasrec import load_sasrec
-        return load_sasrec(folder, **overrides)
-    return MISSRec.from_pretrained(folder, dataset=dataset, **overrides)
+def _covers(path: Path, n_items: int) -> bool:
+    """Whether an interest.safetensors holds interest ids for ``n_items`` items."""
+    with safe_open(str(path), "pt") as f:
+        return f.get_slice("text_interest").get_shape()[0] == n_items + 1
 
 
-def _adopt_id_table(model: MISSRec, folder: Path, state: dict, dataset) -> None:
-    """Keep a checkpoint's item-ID table only for the catalogue it was trained on (else drop it, with a note)."""
-    own = model.state_dict().get("item_embedding.weight")
-    if own is None:
-        state.pop("item_embedding.weight")  # inductive use of a transductive checkpoint
-        return
-    new = catalogue_of(dataset)
-    why = other_catalogue(folder, read_config(folder), tuple(state["item_embedding.weight"].shape),
-                          tuple(own.shape), new)
-    if why:
-        state.pop("item_embedding.weight")
-        print(f"note: {folder}: {why}; its item-ID table starts fresh (the rest of the model is reused)",
-              file=sys.stderr)
-    if new:
-        model.config.catalogue = new
-
-
-class MISSRecScorer:
-    """Adapts a model + item table to the evaluator's scorer protocol (encode / score / score_pairs)."""
-
-    def __init__(self, model: MISSRec, items: ItemTable):
-        self.model, self.items = model, items
-        self._reps = None
-
-    @torch.no_grad()
-    def encode(self, seq, length):
-        dev = self.items.device
-        u, _ = self.model(seq.to(dev), length.to(dev), self.items)
-        return u.float()
-
-    def _all_reps(self):
-        if self._reps is None:
-            self._reps = tuple(None if r is None else r.float() for r in self.model.item_reps(self.items))
-        return self._reps
-
-    @torch.no_grad()
-    def score(self, u, item_ids):
-        reps = tuple(None if r is None else r[item_ids.to(self.items.device) - 1] for r in self._all_reps())
-        return self.model.logits(u, reps)
-
-    @torch.no_grad()
-    def score_pairs(self, u, item_ids):
-        rt, rv, re = (None if r is None else r[item_ids.to(self.items.device) - 1] for r in self._all_reps())
-        s_id = None if re is None else (u * re).sum(-1)
-        return self.model.fuse((u * rt).sum(-1), (u * rv).sum(-1), s_id) / self.model.config.temperature
+# The evaluator's adapter, under its former name (missrec/seqmodel.py:ModelScorer serves every model).
+MISSRecScorer = ModelScorer

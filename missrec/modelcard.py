@@ -91,12 +91,13 @@ def _metrics(results: dict) -> list[dict]:
     return out
 
 
-def card_metadata(config: dict, results: dict | None = None) -> dict:
+def card_metadata(config: dict, results: dict | None = None, model_cls=None) -> dict:
+    """The card's YAML front matter; ``model_cls`` (missrec/seqmodel.py) adds the model's own tags."""
     kind = config.get("model_type", "missrec")
     results = results or {}
     meta: dict = {"library_name": "missrec", "license": "mit",
                   "tags": ["recommendation", "sequential-recommendation", kind]
-                  + (["multimodal", "pretrain-then-transfer"] if kind == "missrec" else ["id-based"])}
+                  + list(getattr(model_cls, "card_tags", ()))}
     dataset = _one_line(results["dataset"]) if results.get("dataset") else None  # YAML quotes the rest
     if dataset:
         meta["datasets"] = [dataset]
@@ -113,26 +114,19 @@ def card_metadata(config: dict, results: dict | None = None) -> dict:
     return meta
 
 
-def model_card(config: dict, results: dict | None = None) -> str:
-    meta = card_metadata(config, results)
+def model_card(config: dict, results: dict | None = None, model_cls=None) -> str:
+    meta = card_metadata(config, results, model_cls)
     kind = config.get("model_type", "missrec")
     results = results or {}
     lines = ["---", yaml.safe_dump(meta, sort_keys=False, allow_unicode=True).rstrip(), "---", ""]
-    if kind == "sasrec":
-        lines += ["# SASRec (ID-only baseline)", "",
-                  "Self-attentive sequential recommender over item IDs, trained with full-softmax "
-                  "cross-entropy by the MISSRec (rebuilt) training loop, as the ID-only baseline of its tables."]
-    else:
-        mode = "transductive (item IDs + modalities)" if config.get("use_id") else "inductive (modalities only)"
-        lines += ["# MISSRec", "",
-                  "Multi-modal interest-aware sequential recommender (MISSRec, ACM MM 2023), "
-                  f"{mode}; text features of dim {md(config.get('text_dim'))}, image features of dim "
-                  f"{md(config.get('image_dim'))}."]
+    lines += [f"# {getattr(model_cls, 'card_title', '') or kind}", ""]
+    if model_cls is not None:
+        lines += [model_cls.card_summary(config)]
     lines += ["", "## Use", "", "With the `missrec` package installed (`pip install .` in its checkout):", "", "```bash",
               "missrec-finetune --pretrained OWNER/THIS_REPO --data_root DATA --dataset NAME   # transfer / continue",
               "missrec-recommend OWNER/THIS_REPO --data_root DATA --dataset NAME --history ID1 ID2 --k 10",
               "```", "", "Files: `config.json`, `model.safetensors`"
-              + (", `interest.safetensors` (interest clusters)" if kind == "missrec" else "") + "."]
+              + "".join(f", {f}" for f in getattr(model_cls, "card_files", ())) + "."]
     if results.get("dataset"):
         encoder = _encoder_name(results.get("features"))
         lines += ["", "## Training data", "", f"Dataset: {md(results['dataset'])}"
@@ -153,14 +147,15 @@ def model_card(config: dict, results: dict | None = None) -> str:
     return "\n".join(lines)
 
 
-def write_model_card(folder: str | Path, results: dict | None = None) -> Path:
-    """Write ``<folder>/README.md`` from its config.json and ``results`` (default: its results.json)."""
+def write_model_card(folder: str | Path, results: dict | None = None, model_cls=None) -> Path:
+    """Write ``<folder>/README.md`` from its config.json and ``results`` (default: its results.json);
+    ``model_cls``, the model's class (missrec/model_registry.py), gives its title and description."""
     folder = Path(folder)
     config = _read_json(folder / "config.json") or {}
     if results is None:
         results = _read_json(folder / "results.json")
     path = folder / CARD
-    atomic_write_text(path, model_card(config, results))
+    atomic_write_text(path, model_card(config, results, model_cls))
     return path
 
 

@@ -111,14 +111,16 @@ class PretrainObjective(nn.Module):
 
 
 class FinetuneObjective(nn.Module):
+    """Any missrec/seqmodel.py model's loss terms: ``ce`` + gamma x ``reg`` (when the model has one)."""
+
     def __init__(self, model, *, gamma_reg: float = 1e-4):
         super().__init__()
         self.model = model
         self.gamma_reg = gamma_reg
 
-    def forward(self, batch: dict, items: ItemTable):
-        m = self.model
-        u, reg = m(batch["seq"], batch["length"], items)
-        logits = m.logits(u, m.item_reps(items))  # every item but padding
-        loss_ce = F.cross_entropy(logits.float(), batch["target"] - 1)
-        return loss_ce + self.gamma_reg * reg, {"loss_ce": loss_ce.detach()}
+    def forward(self, batch: dict, items: ItemTable | None):
+        terms = self.model.loss(batch, items)
+        loss = terms["ce"]
+        if "reg" in terms:
+            loss = loss + self.gamma_reg * terms["reg"]
+        return loss, {"loss_ce": terms["ce"].detach()}

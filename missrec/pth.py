@@ -28,6 +28,7 @@ from .checkpoint import save_checkpoint
 from .config import MISSRecConfig
 from .errors import UserError
 from .fsutil import sha256_file
+from .model import MISSRec
 from .unpickle import Placeholder, PthFormatError, UnsafePickleError, load_pth, placeholder_state, restricted_loads
 
 __all__ = [
@@ -423,7 +424,6 @@ def _check_interest(src, interest: dict, H: int) -> None:
 def _model_state(src, sd, config: dict, allow_unknown: bool, notes: list[str]) -> dict[str, torch.Tensor]:
     """The original's tensors under our keys; our model (built on the meta device: no memory, no
     RNG draws) says which keys and shapes there must be."""
-    from .model import MISSRec
     try:  # the sizes from the tensors and the values from its RecBole config, checked as for config.json
         cfg = MISSRecConfig.from_dict(config)
     except ValueError as e:
@@ -527,11 +527,11 @@ def _verify_feature_tables(src, sd, folder: Path, name: str, n_items: int, file_
 # ============================================================================ writing
 def write_converted(conv: ConvertedCheckpoint, out_dir: str | os.PathLike, overwrite: bool = False) -> Path:
     """Check the mapped tensors against our model's keys and shapes, then write our checkpoint folder."""
-    from .model import MISSRec
     with torch.device("meta"):
         model = MISSRec(MISSRecConfig.from_dict(conv.config))
     model.load_state_dict(conv.model, assign=True)  # strict: every key, every shape
-    return save_checkpoint(out_dir, model.config.to_dict(), conv.model, conv.interest, overwrite=overwrite)
+    return save_checkpoint(out_dir, model.config.to_dict(), conv.model, conv.interest, overwrite=overwrite,
+                           model_cls=MISSRec)
 
 
 def convert_pth(in_path: str | os.PathLike, out_dir: str | os.PathLike, dataset: str | os.PathLike | None = None,

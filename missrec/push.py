@@ -20,6 +20,8 @@ from typing import Sequence
 from huggingface_hub import HfApi
 
 from . import cli
+from .checkpoint import read_config_dict
+from .model_registry import model_class
 from .modelcard import write_model_card
 from .errors import CorruptFileError, MissingFileError
 
@@ -54,7 +56,8 @@ def stage(ckpt: Path, results: Path | None, dest: Path) -> list[str]:
         except ValueError as e:
             raise CorruptFileError(f"{results}: not valid JSON ({e})") from None
         shutil.copy2(results, dest / "results.json")
-    write_model_card(dest, res)
+    config = read_config_dict(dest)
+    write_model_card(dest, res, model_class(config.get("model_type", "missrec"), where=f"{ckpt / 'config.json'}: model_type"))
     return sorted(p.name for p in dest.iterdir())
 
 

@@ -17,39 +17,31 @@ from .checkpoint import describe_catalogue
 from .cli import ArgumentParser
 from .data.atomic import load_dataset
 from .errors import OptionError, UserError
-from .hub import resolve
-from .items import ItemTable
-from .model import MISSRecScorer, load_model
+from .factory import load_model, open_checkpoint
+from .seqmodel import ModelScorer
 
 
 class Recommender:
     def __init__(self, checkpoint: str, data_root: str, dataset: str, device: str | None = None,
                  interest_ratio: float = 0.5, seed: int = 0):
-        folder = self.folder = resolve(checkpoint)
-        self.model = load_model(folder).eval()
+        ckpt = open_checkpoint(checkpoint)
+        folder = self.folder = ckpt.folder
+        self.model = load_model(ckpt).eval()
         c = self.model.config
-        sasrec = c.model_type == "sasrec"  # ID-only: needs no item features
         # Features are checked finite: one NaN row would rank first, or poison every score.
         self.ds = load_dataset(data_root, dataset, splits=(), max_len=c.max_seq_length,
-                               require_features=() if sasrec else ("text",))
-        if sasrec or c.use_id:
+                               require_features=self.model.features)
+        if self.model.uses_item_ids:
             self._check_catalogue(folder)
         dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model.to(dev)
-        if sasrec:
-            from .sasrec import id_only_items
-            self.items = id_only_items(self.ds.n_items, dev)
-        else:
-            # A text-only catalogue gets zero image rows of the checkpoint's image dim.
-            self.items = ItemTable.from_dataset(self.ds, c.hidden_size, device=dev, image_dim=c.image_dim)
-            interest = folder / "interest.safetensors"
-            if interest.is_file() and _covers(interest, self.ds.n_items):
-                self.items.load_interest(interest)
-            else:
-                # A pretrained-only checkpoint carries the corpus' clusters: discover this catalogue's.
-                self.items.discover_interests(self.model, interest_ratio, seed=seed)
+        self.items = self.model.make_items(self.ds, dev)
+        # MISSRec: the checkpoint's interest clusters, or (a pretrained-only checkpoint carries the
+        # corpus' clusters) this catalogue's, discovered.
+        self.model.load_item_state(self.items, folder, interest_ratio=interest_ratio, seed=seed)
         self.index = {r: i + 1 for i, r in enumerate(self.ds.item_ids)}
-        self.scorer = MISSRecScorer(self.model, self.items)
+        self.scorer = ModelScorer(self.model, self.items)
+        self.device = dev
 
     def _check_catalogue(self, folder: Path) -> None:
         """An ID table scores rows by position: on another item list its recommendations are wrong."""
@@ -75,9 +67,9 @@ class Recommender:
         if unknown:
             raise OptionError("--history", f"unknown item ids (not in {self.ds.name}.item2index): {unknown[:5]}")
         ids = [self.index[h] for h in history][-self.model.config.max_seq_length:]
-        seq = torch.tensor([ids], device=self.items.device)
-        u = self.scorer.encode(seq, torch.tensor([len(ids)], device=self.items.device))
-        scores = self.scorer.score(u, torch.arange(1, self.items.n_items + 1, device=self.items.device))[0]
+        seq = torch.tensor([ids], device=self.device)
+        u = self.scorer.encode(seq, torch.tensor([len(ids)], device=self.device))
+        scores = self.scorer.score(u, torch.arange(1, self.ds.n_items + 1, device=self.device))[0]
         if not torch.isfinite(scores).all():
             raise UserError(self.folder, "gives non-finite scores: its weights are not finite "
                                                         "(a diverged run?); use another checkpoint")
@@ -88,12 +80,6 @@ class Recommender:
             n -= seen.numel()  # never pad the list with history items
         top = torch.topk(scores, min(k, n))
         return [(self.ds.item_ids[int(i)], float(s)) for s, i in zip(top.values, top.indices)]
-
-
-def _covers(path: Path, n_items: int) -> bool:
-    from safetensors import safe_open
-    with safe_open(str(path), "pt") as f:
-        return f.get_slice("text_interest").get_shape()[0] == n_items + 1
 
 
 def _positive_int(text: str) -> int:

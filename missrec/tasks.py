@@ -4,8 +4,10 @@ from __future__ import annotations
 import torch
 
 from .data.atomic import Split
+from .evaluate import evaluate
 from .items import ItemTable
 from .objectives import FinetuneObjective, PretrainObjective
+from .seqmodel import ModelScorer
 
 
 def split_tensors(split: Split) -> dict[str, torch.Tensor]:
@@ -16,12 +18,9 @@ def split_tensors(split: Split) -> dict[str, torch.Tensor]:
 class _Task:
     drop_last = False
 
-    def __init__(self, name, model, items: ItemTable, train: Split, args, seed: int):
+    def __init__(self, name, model, items: ItemTable | None, train: Split, args, seed: int):
+        """``model``: a missrec/seqmodel.py model; ``items``: its item context (None for ID-only models)."""
         self.name, self.model, self.items, self.args, self.seed = name, model, items, args, seed
-        for key in ("interest_reg", "attention_impl"):  # runtime choices, also over a loaded checkpoint's
-            if getattr(args, key, None):
-                setattr(model.config, key, getattr(args, key))
-        model.config.__post_init__()
         self.train = split_tensors(train.truncated(model.config.max_seq_length))
         self.n_train_rows = len(train)
 
@@ -35,16 +34,8 @@ class _Task:
         return {k: v[local].to(device, non_blocking=True) for k, v in self.train.items()}
 
     def on_epoch_start(self, epoch, acc):
-        """Interest discovery on the main process, broadcast to the others."""
-        info = None
-        if acc.is_main_process:
-            self.model.eval()
-            info = self.items.discover_interests(
-                self.model, self.args.interest_ratio, n_iter=self.args.kmeans_iters,
-                init=self.args.kmeans_init, seed=self.seed + epoch, compat=self.args.kmeans_compat,
-                warm_start=self.args.kmeans_warm_start)
-        self.items.broadcast_interests(acc)
-        return info
+        """The model's per-epoch hook (MISSRec: interest discovery on the main process, broadcast)."""
+        return self.model.on_epoch_start(self.items, epoch, self.args, acc, self.seed)
 
     def on_epoch_end(self, epoch, acc) -> dict:
         """Metrics of the finished epoch (the Trainer logs them and may select on one)."""
@@ -74,20 +65,17 @@ class PretrainTask(_Task):
 class FinetuneTask(_Task):
     """Full-softmax finetuning with per-epoch validation metrics (the Trainer selects the best epoch)."""
 
-    def __init__(self, model, items, splits: dict, args, fargs):
+    def __init__(self, model, items, splits: dict, args, fargs, n_items: int | None = None):
         super().__init__("finetune", model, items, splits["train"], args, args.seed)
         self.splits = {k: v.truncated(model.config.max_seq_length) for k, v in splits.items()}
+        self.n_items = items.n_items if n_items is None else n_items  # items is None for ID-only models
         self.fargs = fargs
-        if getattr(model.config, "use_id", False) and items.catalogue:  # SASRec's config has no use_id
-            model.config.catalogue = items.catalogue  # checkpoints record whose items the ID table holds
         self.objective = FinetuneObjective(model, gamma_reg=args.gamma_reg)
 
     def evaluate(self, split_name: str, acc) -> dict:
-        from .evaluate import evaluate
-        from .model import MISSRecScorer
         was = self.model.training
         self.model.eval()
-        m = evaluate(MISSRecScorer(self.model, self.items), self.splits[split_name], self.items.n_items,
+        m = evaluate(ModelScorer(self.model, self.items), self.splits[split_name], self.n_items,
                      ks=self.fargs.ks_tuple, batch_size=self.args.eval_batch_size,
                      mask_history=self.fargs.mask_history, accelerator=acc, progress=False)
         self.model.train(was)

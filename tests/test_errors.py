@@ -23,6 +23,7 @@ from missrec.checkpoint import save_model
 from missrec.config import MISSRecConfig
 from missrec.data.atomic import DataFormatError, load_dataset, write_index_map
 from missrec.errors import CorruptFileError, UserError
+from missrec.factory import from_pretrained
 from missrec.model import MISSRec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -206,7 +207,7 @@ def test_truncated_model_safetensors_names_the_file(data, tmp_path, size):
     w = ckpt / "model.safetensors"
     w.write_bytes(w.read_bytes()[:size])
     with pytest.raises(CorruptFileError, match="model.safetensors: not a readable safetensors file"):
-        MISSRec.from_pretrained(ckpt)
+        from_pretrained(ckpt)
     out = tmp_path / "o"
     p = _run([FINETUNE, "--data_root", data, "--dataset", "tiny", "--output_dir", out, *SMALL,
               "--pretrained", ckpt, "--epochs", "1"])
@@ -220,7 +221,7 @@ def test_corrupt_config_json_names_the_file(data, tmp_path):
     ckpt = _transductive(tmp_path / "ckpt", load_dataset(data, "tiny"))
     (ckpt / "config.json").write_text('{"hidden_size": 32,\n')
     with pytest.raises(CorruptFileError, match=r"config\.json: not valid JSON"):
-        MISSRec.from_pretrained(ckpt)
+        from_pretrained(ckpt)
 
 
 def _resume(data, run_dir, *extra):
@@ -288,21 +289,21 @@ def test_transductive_checkpoint_records_and_checks_its_catalogue(data, tmp_path
     ckpt = _transductive(tmp_path / "ckpt", ds)
     rec = json.loads((ckpt / "config.json").read_text())["catalogue"]
     assert rec["name"] == "tiny" and rec["n_items"] == 30 and len(rec["items_sha256"]) == 64
-    table = MISSRec.from_pretrained(ckpt).item_embedding.weight
+    table = from_pretrained(ckpt).item_embedding.weight
 
-    same = MISSRec.from_pretrained(ckpt, dataset=data / "tiny", use_id=True, n_items=30)
+    same = from_pretrained(ckpt, dataset=data / "tiny", use_id=True, n_items=30)
     assert torch.equal(same.item_embedding.weight, table)  # its own catalogue: reused
     assert "note:" not in capsys.readouterr().err
 
     other = _other_items(data, tmp_path) / "other"
-    m = MISSRec.from_pretrained(ckpt, dataset=other, use_id=True, n_items=30)
+    m = from_pretrained(ckpt, dataset=other, use_id=True, n_items=30)
     err = capsys.readouterr().err
     assert "same item count, different items" in err and "starts fresh" in err and str(ckpt) in err
     assert not torch.equal(m.item_embedding.weight, table)
     assert m.config.catalogue["name"] == "other"
 
     make_domain(tmp_path / "s", "small", n_items=20)
-    m = MISSRec.from_pretrained(ckpt, dataset=tmp_path / "s" / "small", use_id=True, n_items=20)
+    m = from_pretrained(ckpt, dataset=tmp_path / "s" / "small", use_id=True, n_items=20)
     err = capsys.readouterr().err
     assert "this dataset has 20 items" in err and "starts fresh" in err
     assert m.item_embedding.weight.shape[0] == 21
@@ -365,7 +366,7 @@ def test_resume_on_another_catalogue_is_refused(data, tmp_path):
     ds = load_dataset(data, "tiny")
     ckpt = _transductive(tmp_path / "ckpt", ds)
     other = load_dataset(_other_items(data, tmp_path), "other")
-    model = MISSRec.from_pretrained(ckpt)
+    model = from_pretrained(ckpt)
     check_resumable(ckpt, model)  # the same data: fine
     model.config.catalogue = other.catalogue()
     with pytest.raises(UserError, match=r"was trained on tiny \(30 items.*this run's data is other \(30 items"):
@@ -587,13 +588,13 @@ def test_converted_transductive_pth_records_its_catalogue(tmp_path):
     rec = json.loads((out / "config.json").read_text())["catalogue"]
     assert rec == catalogue(folder.name, read_index_map(folder / f"{folder.name}.item2index"))
     assert rec["name"] == "Toy_mm_full" and rec["n_items"] == 7
-    assert MISSRec.from_pretrained(out).config.catalogue == rec
+    assert from_pretrained(out).config.catalogue == rec
     # The recorded catalogue is what later loads compare: its own dataset keeps the ID table ...
-    same = MISSRec.from_pretrained(out, dataset=folder, use_id=True, n_items=7)
-    assert torch.equal(same.item_embedding.weight, MISSRec.from_pretrained(out).item_embedding.weight)
+    same = from_pretrained(out, dataset=folder, use_id=True, n_items=7)
+    assert torch.equal(same.item_embedding.weight, from_pretrained(out).item_embedding.weight)
     # ... another item list with the same count does not (it would have been reused silently before).
     other = tmp_path / "x" / "Toy_mm_full"
     shutil.copytree(folder, other)
     write_index_map(other / "Toy_mm_full.item2index", [f"other{i}" for i in range(7)])
-    m = MISSRec.from_pretrained(out, dataset=other, use_id=True, n_items=7)
+    m = from_pretrained(out, dataset=other, use_id=True, n_items=7)
     assert not torch.equal(m.item_embedding.weight, same.item_embedding.weight)

@@ -159,8 +159,8 @@ def test_registry_name_via_loopback_http(tmp_path, original):
         server.close()
     assert [r["range"] is not None for r in server.requests] == [False, False]  # fetched again whole
     _assert_same_weights(folder, sd)
-    from missrec.model import MISSRec
-    model = MISSRec.from_pretrained(folder)
+    from missrec.factory import from_pretrained
+    model = from_pretrained(folder)
     for k, v in sd.items():
         assert torch.equal(model.state_dict()[k], v), k
 
@@ -185,8 +185,8 @@ def test_unknown_names_are_clear_errors(tmp_path):
 
 def test_load_model_accepts_an_original_pth(original):
     src, sd = original
-    from missrec.model import MISSRec
-    model = MISSRec.from_pretrained(str(src))
+    from missrec.factory import from_pretrained
+    model = from_pretrained(str(src))
     for k, v in sd.items():
         assert torch.equal(model.state_dict()[k], v), k
 

@@ -3,6 +3,7 @@ import torch.nn.functional as F
 
 from missrec.checkpoint import save_model
 from missrec.config import MISSRecConfig
+from missrec.factory import from_pretrained
 from missrec.items import ItemTable
 from missrec.model import MISSRec, MISSRecScorer
 
@@ -127,15 +128,15 @@ def test_save_load_roundtrip(tmp_path):
     save_model(tmp_path / "ckpt", model, items)
     assert {p.name for p in (tmp_path / "ckpt").iterdir()} == {"config.json", "model.safetensors", "interest.safetensors",
                                                          "README.md"}
-    back = MISSRec.from_pretrained(tmp_path / "ckpt")
+    back = from_pretrained(tmp_path / "ckpt")
     for k, v in model.state_dict().items():
         assert torch.equal(v, back.state_dict()[k])
     items2 = ItemTable(items.text, items.image, hidden_size=H)
     items2.load_interest(tmp_path / "ckpt" / "interest.safetensors")
     assert torch.equal(items2.centroids, items.centroids)
     # Inductive load of a transductive checkpoint drops the ID table; a new catalogue gets a fresh one.
-    assert MISSRec.from_pretrained(tmp_path / "ckpt", use_id=False, n_items=0).item_embedding is None
-    assert MISSRec.from_pretrained(tmp_path / "ckpt", use_id=True, n_items=7).item_embedding.weight.shape == (8, H)
+    assert from_pretrained(tmp_path / "ckpt", use_id=False, n_items=0).item_embedding is None
+    assert from_pretrained(tmp_path / "ckpt", use_id=True, n_items=7).item_embedding.weight.shape == (8, H)
 
 
 def test_peft_switch():

@@ -184,8 +184,8 @@ def test_pretrain_checkpoint_converts_and_loads_equal(tmp_path, legacy):
     assert cfg["source"]["original_config"]["MODEL_TYPE"].startswith("recbole.utils.enum_type.ModelType(2")
 
     # ... and it loads into our model with the same tensors.
-    from missrec.model import MISSRec
-    model = MISSRec.from_pretrained(out)
+    from missrec.factory import from_pretrained
+    model = from_pretrained(out)
     own = model.state_dict()
     for k, v in sd.items():
         assert torch.equal(own[k], v), k
@@ -430,8 +430,8 @@ def test_transductive_checkpoint_rows_are_permuted_to_our_order(tmp_path):
         for r, tok in enumerate(RECBOLE_TOKENS[1:], start=1):
             assert interest[ours][int(tok) + 1] == sd[orig][r]
 
-    from missrec.model import MISSRec
-    model = MISSRec.from_pretrained(out)
+    from missrec.factory import from_pretrained
+    model = from_pretrained(out)
     assert torch.equal(model.state_dict()["item_embedding.weight"], ids)
 
 

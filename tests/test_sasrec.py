@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from missrec.model import load_model
+from missrec.factory import load_model
 from missrec.data.atomic import Split, write_dataset
 from missrec.sasrec import SASRec, SASRecConfig
 
@@ -42,11 +42,11 @@ def test_attention_is_causal():
     changed = seq.clone()
     changed[0, 3:5] = torch.tensor([1, 2])
     for n in (1, 2, 3):
-        u1, _ = m(seq, torch.tensor([n]))
-        u2, _ = m(changed, torch.tensor([n]))
+        u1 = m.encode(seq, torch.tensor([n]))
+        u2 = m.encode(changed, torch.tensor([n]))
         torch.testing.assert_close(u1, u2)  # later items (and padding) never reach position n - 1
-    u1, _ = m(seq, torch.tensor([5]))
-    u2, _ = m(changed, torch.tensor([5]))
+    u1 = m.encode(seq, torch.tensor([5]))
+    u2 = m.encode(changed, torch.tensor([5]))
     assert not torch.allclose(u1, u2)
 
 
@@ -55,8 +55,7 @@ def test_trains_with_the_shared_loop_beats_popularity_and_reloads(tmp_path):
     from missrec.baselines import PopularityScorer
     from missrec.data.atomic import load_dataset
     from missrec.evaluate import evaluate
-    from missrec.model import MISSRecScorer
-    from missrec.sasrec import id_only_items
+    from missrec.seqmodel import ModelScorer
 
     _successor_dataset(tmp_path)
     out = tmp_path / "out"
@@ -74,7 +73,7 @@ def test_trains_with_the_shared_loop_beats_popularity_and_reloads(tmp_path):
     assert json.loads((out / "best" / "config.json").read_text())["model_type"] == "sasrec"
     model = load_model(out / "best").eval()
     assert isinstance(model, SASRec)
-    again = evaluate(MISSRecScorer(model, id_only_items(ds.n_items)), ds.splits["test"], ds.n_items, progress=False)
+    again = evaluate(ModelScorer(model), ds.splits["test"], ds.n_items, progress=False)
     assert again == pytest.approx(res["test"], abs=1e-6)
     # missrec-recommend serves it too (the walk goes on: after m3 m4 comes m5).
     from missrec.recommend import Recommender

@@ -14,7 +14,7 @@ checkpoint-<epoch>/ (optimizer + trainer state), so --resume_from latest continu
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -39,7 +39,7 @@ class FinetuneArgs:
     ks: str = field(default="10,20,50", metadata={"help": "Cut-offs K for Recall@K / NDCG@K (comma separated)."})
     mask_history: bool = field(default=False, metadata={"help": "Exclude each user's history items from the ranking (the paper does not)."})
     plot: bool = field(default=True, metadata={"help": "Write curves.png (train loss and validation metric per epoch)."})
-    model: str = field(default="missrec", metadata={"help": "missrec, or sasrec: the ID-only SASRec baseline (hidden 64, 2 layers, 2 heads, dropout 0.5; only max_seq_length of the model options applies)."})
+    model: str = field(default="missrec", metadata={"help": "A model type of missrec/model_registry.py: missrec, or an ID-only baseline: sasrec (hidden 64, 2 layers, 2 heads, inner 256, dropout 0.5 by default) or gru4rec (embedding 64, GRU hidden 128, 1 layer, dropout 0.3). Model options set explicitly apply to it; an option it has not is refused."})
 
     def __post_init__(self):
         check_fields(self, mode=one_of("transductive", "inductive"), patience=at_least(1), dataset=DATASET)
@@ -50,29 +50,34 @@ class FinetuneArgs:
         return parse_ks(self.ks)
 
 
-def build_model(margs, fargs, ds, n_items):
-    from missrec.config import MISSRecConfig
-    from missrec.errors import UserError
-    from missrec.model import MISSRec
+def build_model(options: dict, targs, fargs, ds, ckpt, announce=None):
+    """The run's model: ``--model`` fresh, or the ``--pretrained`` checkpoint ``ckpt`` fitted to ``ds``;
+    ``options``: the explicit model options (missrec/args.py:ModelArgs.given)."""
+    from missrec.factory import create_model, load_model
 
-    if fargs.model == "sasrec":
-        from missrec.sasrec import SASRec, SASRecConfig
-        if fargs.pretrained.lower() != "none":
-            raise UserError("--pretrained", "--model sasrec trains from scratch; drop --pretrained")
-        return SASRec(SASRecConfig(n_items=n_items, max_seq_length=margs.max_seq_length))
-    use_id = fargs.mode == "transductive"
-    tdim = ds.features["text"].shape[1]
-    # No image features (a text-only catalogue): zero rows, as for any item without an image.
-    idim = ds.features["image"].shape[1] if "image" in ds.features else None
-    if fargs.pretrained.lower() != "none":
-        model = MISSRec.from_pretrained(fargs.pretrained, dataset=ds.folder, use_id=use_id, n_items=n_items if use_id else 0)
-        c = model.config
-        if (c.text_dim, c.image_dim) != (tdim, idim or c.image_dim):
-            raise UserError(fargs.pretrained, f"expects text/image features of dims {c.text_dim}/{c.image_dim}, "
-                                              f"but {ds.folder} has {tdim}/{idim} (extract them with the same CLIP model)")
-        return model
-    cfg = MISSRecConfig(**asdict(margs), text_dim=tdim, image_dim=idim or tdim, use_id=use_id, n_items=n_items if use_id else 0)
-    return MISSRec(cfg)
+    if ckpt is None:
+        return create_model(fargs.model, ds, options=options, runtime=targs.runtime(), mode=fargs.mode,
+                            announce=announce)
+    return load_model(ckpt, dataset=ds.folder, for_data=ds, mode=fargs.mode, options=options,
+                      runtime=targs.runtime(), announce=announce)
+
+
+def open_pretrained(fargs, data_folder):
+    """The ``--pretrained`` checkpoint (resolved once), or None; it must be a model that transfers."""
+    from missrec.errors import UserError
+    from missrec.factory import open_checkpoint
+    from missrec.model_registry import model_class
+
+    cls = model_class(fargs.model)
+    if fargs.pretrained.lower() == "none":
+        return None
+    if not cls.transfers:
+        raise UserError("--pretrained", f"--model {fargs.model} trains from scratch; drop --pretrained")
+    ckpt = open_checkpoint(fargs.pretrained, dataset=data_folder)
+    if ckpt.model_cls is not cls:
+        raise UserError("--pretrained", f"{fargs.pretrained} holds a {ckpt.model_cls.model_type} model, "
+                                        f"not --model {fargs.model}")
+    return ckpt
 
 
 def write_reports(out: Path, results: dict, history: list, plot: bool) -> None:
@@ -83,19 +88,26 @@ def write_reports(out: Path, results: dict, history: list, plot: bool) -> None:
                  f"trainable parameters {results['trainable_params']:,} of {results['total_params']:,}")
 
 
-def finetune(argv=None) -> dict:
-    """Parse ``argv``, train, test the best epoch, write the reports; return the results dict."""
+def finetune(argv=None, *, drop_foreign_options: bool = False) -> dict:
+    """Parse ``argv``, train, test the best epoch, write the reports; return the results dict.
+
+    ``drop_foreign_options``: model options the model has not are dropped with a note instead of
+    refused (finetune/table.py runs several models with one set of options)."""
     from missrec.args import ModelArgs, parse
-    from missrec.data.atomic import load_dataset
-    from missrec.items import ItemTable
-    from missrec.errors import OptionError
-    from missrec.model import load_model
+    from missrec.data.atomic import FEATURE_SUFFIXES, dataset_folder, load_dataset
+    from missrec.factory import history_length, load_model
+    from missrec.model_registry import model_class
     from missrec.tasks import FinetuneTask
     from missrec.trainer import EarlyStopping, Trainer, make_accelerator
 
     margs, targs, fargs = parse((ModelArgs, FinetuneTrainArgs, FinetuneArgs), argv, description=__doc__)
-    if fargs.model not in ("missrec", "sasrec"):
-        raise OptionError("--model", f"must be missrec or sasrec, got {fargs.model!r}")
+    cls = model_class(fargs.model)
+    options = margs.given()
+    foreign = [k for k in options if k not in cls.options]
+    if foreign and drop_foreign_options:
+        print(f"note: --model {fargs.model} has no {', '.join('--' + k for k in foreign)}; not used for it")
+        options = {k: v for k, v in options.items() if k in cls.options}
+    cls.config_fields(options)  # an option the model has not is refused before any data is read
     if fargs.peft is None:
         fargs.peft = fargs.pretrained.lower() != "none"
     acc = make_accelerator(targs)
@@ -103,36 +115,34 @@ def finetune(argv=None) -> dict:
         from missrec.data.sample import ensure_sample
         with acc.main_process_first():
             fargs.data_root = str(ensure_sample())
+    with acc.main_process_first():  # downloads / .pth conversion happen once
+        ckpt = open_pretrained(fargs, dataset_folder(fargs.data_root, fargs.dataset))
     with acc.main_process_first():
-        ds = load_dataset(fargs.data_root, fargs.dataset, max_len=margs.max_seq_length,
-                          require_features=() if fargs.model == "sasrec" else ("text",))
+        ds = load_dataset(fargs.data_root, fargs.dataset, max_len=history_length(cls, options, ckpt),
+                          require_features=cls.features)
     n_items = ds.n_items
     from accelerate.utils import set_seed
     set_seed(targs.seed)  # fresh weights (a new model, or a new ID table) depend on the seed only
-    with acc.main_process_first():  # downloads / .pth conversion happen once
-        model = build_model(margs, fargs, ds, n_items)
+    model = build_model(options, targs, fargs, ds, ckpt, announce=acc.print)
+    if model.uses_item_ids:
+        model.config.catalogue = ds.catalogue()  # checkpoints record whose items the ID table holds
     trainable, total = model.set_peft(fargs.peft)
     acc.print(f"{fargs.dataset}: {n_items} items, {len(ds.splits['train'])} train / {len(ds.splits['valid'])} valid / "
-              f"{len(ds.splits['test'])} test rows; mode {fargs.mode}, pretrained {fargs.pretrained}, "
+              f"{len(ds.splits['test'])} test rows; model {fargs.model}, mode {fargs.mode}, pretrained {fargs.pretrained}, "
               f"peft {fargs.peft}: {trainable:,} trainable of {total:,} parameters")
-    if fargs.model == "sasrec":
-        from missrec.sasrec import SASRecTask, id_only_items
-        items, task_cls = id_only_items(n_items, acc.device), SASRecTask
-    else:
-        if "image" not in ds.features:
-            acc.print(f"{fargs.dataset}: no image features ({fargs.dataset}.feat3CLS absent): zero rows for all {n_items} items")
-        items = ItemTable.from_dataset(ds, model.config.hidden_size, device=acc.device, image_dim=model.config.image_dim)
-        task_cls = FinetuneTask
+    for f in (f for f in cls.optional_features if f not in ds.features):
+        acc.print(f"{fargs.dataset}: no {f} features ({fargs.dataset}.{FEATURE_SUFFIXES[f]} absent): zero rows for all {n_items} items")
+    items = model.make_items(ds, acc.device)
     out = Path(targs.output_dir)
-    task = task_cls(model, items, ds.splits, targs, fargs)
+    task = FinetuneTask(model, items, ds.splits, targs, fargs, n_items=n_items)
     from missrec.rundir import run_settings
     trainer = Trainer(targs, task, acc, EarlyStopping(f"valid_{fargs.metric}", fargs.patience, out / "best"),
                       settings=run_settings(margs, targs, fargs))
     state = trainer.train()
 
-    # Test with the best checkpoint (weights and the interest clusters of that epoch).
+    # Test with the best checkpoint (weights and, for MISSRec, the interest clusters of that epoch).
     best = load_model(out / "best").to(acc.device)
-    items.load_interest(out / "best" / "interest.safetensors")
+    best.load_item_state(items, out / "best")
     task.model = best
     results = {"dataset": fargs.dataset, "model": fargs.model, "mode": fargs.mode, "pretrained": fargs.pretrained, "peft": fargs.peft,
                "metric": fargs.metric, "valid": task.evaluate("valid", acc), "test": task.evaluate("test", acc),
@@ -142,7 +152,7 @@ def finetune(argv=None) -> dict:
     if acc.is_main_process:
         write_reports(out, results, state.history, fargs.plot)
         from missrec.modelcard import write_model_card
-        write_model_card(out / "best", results)  # the model card, now with the test metrics
+        write_model_card(out / "best", results, type(best))  # the model card, now with the test metrics
         t = results["test"]
         acc.print("test: " + ", ".join(f"{k} {v:.4f}" for k, v in t.items()) + f"  (best epoch {state.best_epoch}); "
                   f"results in {out / 'results.json'}")

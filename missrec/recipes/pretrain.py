@@ -13,7 +13,7 @@ missrec/recipes/pretrain_sample.yaml (shipped with the package) supplies the val
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from missrec.args import DATASET, NON_NEGATIVE, check_fields, one_of
@@ -40,9 +40,9 @@ class PretrainArgs:
 def pretrain(argv=None):
     """Parse ``argv`` and pretrain; return the final training state."""
     from missrec.args import ModelArgs, TrainArgs, parse
-    from missrec.config import MISSRecConfig
     from missrec.data.atomic import load_dataset
-    from missrec.items import ItemTable
+    from missrec.factory import create_model, history_length, load_model, open_checkpoint
+    from missrec.errors import UserError
     from missrec.model import MISSRec
     from missrec.tasks import PretrainTask
     from missrec.trainer import Trainer, make_accelerator
@@ -60,21 +60,27 @@ def pretrain(argv=None):
         from missrec.data.sample import ensure_sample
         with acc.main_process_first():
             pargs.data_root = str(ensure_sample())
+    ckpt = None
+    if pargs.init_from:
+        with acc.main_process_first():
+            ckpt = open_checkpoint(pargs.init_from)
+        if ckpt.model_cls is not MISSRec:
+            raise UserError("--init_from", f"{pargs.init_from} holds a {ckpt.model_cls.model_type} model; "
+                                           "pretraining is MISSRec's")
     with acc.main_process_first():
-        ds = load_dataset(pargs.data_root, pargs.dataset, splits=("train",), max_len=margs.max_seq_length,
-                          require_features=("text", "image"))
+        ds = load_dataset(pargs.data_root, pargs.dataset, splits=("train",),
+                          max_len=history_length(MISSRec, margs.given(), ckpt), require_features=("text", "image"))
     if ds.domains is None:
         acc.print(f"note: {pargs.dataset} has no .pt_datasets file; pretraining on it as a single domain")
     from accelerate.utils import set_seed
     set_seed(targs.seed)
-    if pargs.init_from:
-        model = MISSRec.from_pretrained(pargs.init_from)
-    else:
-        cfg = MISSRecConfig(**asdict(margs), text_dim=ds.features["text"].shape[1],
-                            image_dim=ds.features["image"].shape[1], use_id=False, n_items=0)
-        model = MISSRec(cfg)
+    if ckpt is not None:
+        model = load_model(ckpt, options=margs.given(), runtime=targs.runtime(), announce=acc.print)
+    else:  # pretraining learns no item-ID table: the inductive model
+        model = create_model("missrec", ds, options=margs.given(), runtime=targs.runtime(), mode="inductive",
+                             announce=acc.print)
     model.config.source = {"pretrained_on": pargs.dataset, "domains": ds.domains or [pargs.dataset]}
-    items = ItemTable.from_dataset(ds, model.config.hidden_size, device=acc.device)
+    items = model.make_items(ds, acc.device)
     acc.print(f"corpus {pargs.dataset}: {len(ds.domains or [1])} domain(s), {items.n_items} items, "
               f"{len(ds.splits['train'])} training sequences; {sum(p.numel() for p in model.parameters()):,} parameters; "
               f"{acc.num_processes} process(es) on {acc.device}, mixed precision {acc.mixed_precision}")

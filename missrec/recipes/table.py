@@ -1,11 +1,12 @@
 """Run the paper's four finetuning settings on one dataset and print the results table.
 
 Settings (rows of the MISSRec README table): with/without item IDs (transductive/inductive) x
-with/without pretraining, then the ID-only SASRec baseline and popularity; each row gives the
-wall time it took; its columns are Recall and NDCG at every cut-off of --ks. Without --pretrained
-only the from-scratch settings run. Every option but --settings is finetuning's and is passed to
-finetune/run.py for every run (e.g. --config, --data_root, --epochs, --interest_reg original|mean
-for the form of the interest regulariser). Results of each run go to
+with/without pretraining, then every ID-only model of missrec/model_registry.py (SASRec, GRU4Rec:
+one row each, named by its model type) and popularity; each row gives the wall time it took; its
+columns are Recall and NDCG at every cut-off of --ks. Without --pretrained only the from-scratch
+settings run. Every option but --settings is finetuning's and is passed to finetune/run.py for
+every run (e.g. --config, --data_root, --epochs, --interest_reg original|mean for the form of the
+interest regulariser); a model option a model has not is dropped for it, with a note. Results of each run go to
 <output_dir>/<id|noid>-<pt|scratch>/, the table to <output_dir>/table.md and table.json.
 
     python finetune/table.py --config finetune/configs/scientific.yaml --pretrained MISSRec-FHCKM_mm_full-100.pth
@@ -18,10 +19,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from missrec.args import InvalidOption
+from missrec.model_registry import MODELS
 from missrec.cli import entry_status, run
 
 PAPER_COLS = ("recall@10", "ndcg@10", "recall@50", "ndcg@50")  # the cut-offs of the paper's table
-SETTING_TAGS = ("id-scratch", "id-pt", "noid-scratch", "noid-pt", "sasrec")
+SETTINGS = [(True, False), (True, True), (False, False), (False, True)]
+# The transfer model's four settings (with/without IDs x with/without pretraining), then one row per
+# ID-only model of the registry: (tag, model type, with IDs, pretrained).
+RUNS = ([(f"{'id' if i else 'noid'}-{'pt' if p else 'scratch'}", m, i, p)
+         for m, (_, cls) in MODELS.items() if cls.transfers for i, p in SETTINGS]
+        + [(m, m, True, False) for m, (_, cls) in MODELS.items() if not cls.transfers])
+SETTING_TAGS = tuple(r[0] for r in RUNS)
 
 
 @dataclass
@@ -61,7 +69,6 @@ PAPER = {
     ("Office", True, False): (0.1269, 0.0848, 0.2001, 0.1005), ("Office", True, True): (0.1275, 0.0856, 0.2005, 0.1012),
     ("Office", False, False): (0.1072, 0.0694, 0.1726, 0.0834), ("Office", False, True): (0.1038, 0.0666, 0.1701, 0.0808),
 }
-SETTINGS = [(True, False), (True, True), (False, False), (False, True)]
 
 
 def paper_key(dataset: str) -> str | None:
@@ -91,34 +98,34 @@ def run_table(argv=None) -> list:
     from missrec.data.sample import ensure_sample
     from missrec.errors import OptionError
     from missrec.fsutil import atomic_write_json, atomic_write_text
+    from missrec.data.atomic import MAX_LEN
     from missrec.recipes import finetune as ft
 
     argv = list(sys.argv[1:] if argv is None else argv)
     margs, targs, fargs, own = parse((ModelArgs, ft.FinetuneTrainArgs, ft.FinetuneArgs, TableArgs), argv,
                                      description=__doc__)
     rest = _without(argv, "--settings")  # finetuning's options, passed to every run
-    wanted, pretrained = own.wanted, fargs.pretrained
-    no_pt = pretrained.lower() == "none"
+    wanted, own_pt = own.wanted, fargs.pretrained
+    no_pt = own_pt.lower() == "none"
     if wanted and no_pt and wanted & {"id-pt", "noid-pt"}:
         raise OptionError("--pretrained", "the id-pt / noid-pt settings need --pretrained CHECKPOINT")
     data_root = fargs.data_root or str(ensure_sample())
     base_out = Path(targs.output_dir)
     cols = columns(fargs.ks_tuple)
     rows = []
-    for with_id, with_pt in SETTINGS + [("sasrec", False)]:
-        tag = "sasrec" if with_id == "sasrec" else f"{'id' if with_id else 'noid'}-{'pt' if with_pt else 'scratch'}"
-        if (wanted and tag not in wanted) or (with_pt and no_pt):
+    for tag, model, with_id, pretrained in RUNS:
+        if (wanted and tag not in wanted) or (pretrained and no_pt):
             continue
         print(f"== {fargs.dataset}: {tag}", flush=True)
         t0 = time.perf_counter()
-        res = ft.finetune(rest + ["--data_root", data_root, "--mode", "inductive" if with_id is False else "transductive",
-                                  "--pretrained", pretrained if with_pt else "none",
-                                  "--output_dir", str(base_out / tag)] + (["--model", "sasrec"] if tag == "sasrec" else []))
-        rows.append({"setting": tag, "with_id": with_id, "pretrained": with_pt, "best_epoch": res["best_epoch"],
+        res = ft.finetune(rest + ["--data_root", data_root, "--mode", "transductive" if with_id else "inductive",
+                              "--pretrained", own_pt if pretrained else "none",
+                              "--output_dir", str(base_out / tag), "--model", model], drop_foreign_options=True)
+        rows.append({"setting": tag, "model": model, "with_id": with_id, "pretrained": pretrained, "best_epoch": res["best_epoch"],
                      "epochs_run": res["epochs_run"], "seconds": time.perf_counter() - t0,
                      "test": {k: res["test"][k] for k in cols}})
     t0 = time.perf_counter()
-    base = baselines(data_root, fargs.dataset, margs.max_seq_length, fargs.ks_tuple)
+    base = baselines(data_root, fargs.dataset, margs.max_seq_length or MAX_LEN, fargs.ks_tuple)
     pop_seconds = time.perf_counter() - t0
     key = paper_key(fargs.dataset)
     head = ["Dataset", "With ID?", "Pre-trained?", *map(_short, cols), "time"]
@@ -126,13 +133,15 @@ def run_table(argv=None) -> list:
         head += [f"paper {_short(c)}" for c in PAPER_COLS]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        if r["setting"] == "sasrec":
-            cells = [fargs.dataset, "SASRec (ID only)", "✗"]
-        else:
+        cls = MODELS[r["model"]][1]
+        if cls.transfers:
             cells = [fargs.dataset, "✓" if r["with_id"] else "✗", "✓" if r["pretrained"] else "✗"]
+        else:
+            cells = [fargs.dataset, f"{cls.__name__} (ID only)", "✗"]
         cells += [f"{r['test'][c]:.4f}" for c in cols] + [_duration(r["seconds"])]
         if key:
-            cells += [f"{v:.4f}" for v in PAPER[(key, r["with_id"], r["pretrained"])]] if r["setting"] != "sasrec" else [""] * 4
+            paper = PAPER.get((key, r["with_id"], r["pretrained"])) if cls.transfers else None
+            cells += [f"{v:.4f}" for v in paper] if paper else [""] * 4
         lines.append("| " + " | ".join(cells) + " |")
     pop = base["popularity"]
     lines.append("| " + " | ".join([fargs.dataset, "popularity", "—"] + [f"{pop[c]:.4f}" for c in cols]
