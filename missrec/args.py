@@ -58,6 +58,7 @@ class TrainArgs:
     resume_from: str = field(default="", metadata={"help": "Checkpoint folder to resume from, or 'latest' (newest in output_dir)."})
     mixed_precision: str = field(default="auto", metadata={"help": "auto (bf16 on a GPU that has it, else fp32) | no | bf16 | fp16."})
     cpu: bool = field(default=False, metadata={"help": "Train on the CPU even if a GPU is present."})
+    threads: int = field(default=0, metadata={"help": "torch CPU threads (0: auto = OMP_NUM_THREADS if set, else the cores not busy at startup by the 1-minute load average). On a shared CPU more threads than free cores is ~3x slower, not faster."})
     log_with: str = field(default="", metadata={"help": "accelerate tracker, e.g. tensorboard (empty: none)."})
     log_every: int = field(default=10, metadata={"help": "Log the loss every N steps."})
     interest_ratio: float = field(default=0.02, metadata={"help": "Interests K = ceil(ratio x 2 x n_items)."})

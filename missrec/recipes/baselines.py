@@ -119,6 +119,8 @@ def main(argv=None):
     if unknown:
         raise ValueError(f"--config {known.config}: unknown options {unknown}")
     dargs, fargs = parse((DataArgs, FitArgs), rest, description=__doc__, defaults={**BASELINE_DEFAULTS, **script})
+    from ..threads import apply_threads
+    apply_threads(fargs.threads)
     if dargs.model not in MODELS:
         raise ValueError(f"--model: expected one of {', '.join(MODELS.keys())}, got {dargs.model!r}")
     cfg = {**model_cfg, **per_model.get(dargs.model, {}), **parse_opts(dargs.model_opts)}
