@@ -170,11 +170,12 @@ def keep_scale(shape, p: float, device=None, dtype=torch.float32) -> torch.Tenso
     32-bit draw and a float conversion per element, and was the largest single cost of a
     training step (``F.dropout``'s Bernoulli sampler is slower still)."""
     numel = math.prod(shape)
+    if p >= 1.0:
+        return torch.zeros(shape, dtype=dtype, device=device)
     bits = torch.empty((numel + 3) // 4, dtype=torch.int64, device=device).random_(-2 ** 63, None)
-    drop = min(round(p * 65536), 65536)  # r uniform on [-32768, 32767]: P(r < drop - 32768) = drop / 65536
+    drop = min(round(p * 65536), 65535)  # r uniform on [-32768, 32767]: P(r < drop - 32768) = drop / 65536
     keep = torch.ge(bits.view(torch.int16)[:numel], drop - 32768, out=torch.empty(numel, dtype=dtype, device=device))
-    if drop < 65536:
-        keep.mul_(65536 / (65536 - drop))
+    keep.mul_(65536 / (65536 - drop))
     return keep.view(shape)
 
 
