@@ -101,7 +101,7 @@ class Side:
         loss.backward()
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
-        return float(loss)
+        return loss.item()
 
     def loss_and_grads(self, b: dict):
         """Loss and gradients in eval mode (no dropout), for the equality check."""
@@ -166,11 +166,14 @@ def run_case(shape: str, part: str, base_pkg: str, threads: list[int], repeats: 
                 sides[name].step(b)
                 times[name].append(time.perf_counter() - t0)
         med = {k: statistics.median(v) for k, v in times.items()}
+        # Each repeat's old and new steps ran back to back: their ratio cancels slow load drift.
+        paired = statistics.median(o / n for o, n in zip(times["old"], times["new"]))
         row["times"][t] = {"old_s": med["old"], "new_s": med["new"], "speedup": med["old"] / med["new"],
+                           "paired_speedup": paired,
                            "old_all_s": times["old"], "new_all_s": times["new"],
                            "load": [round(x, 2) for x in os.getloadavg()]}
         print(f"{shape:7s} {part:9s} threads {t}: old {med['old']:.3f} s, new {med['new']:.3f} s, "
-              f"speedup {med['old'] / med['new']:.2f}x (max rel diff {diff:.1e}, load {os.getloadavg()[0]:.1f})",
+              f"speedup {med['old'] / med['new']:.2f}x, paired {paired:.2f}x (max rel diff {diff:.1e}, load {os.getloadavg()[0]:.1f})",
               flush=True)
     return row
 

@@ -4,15 +4,24 @@ A batch of sequences is held as the concatenation of its real tokens ``[N, H]`` 
 per-row lengths, so the projections, feed-forward blocks and LayerNorms run on real tokens only.
 Attention runs per sequence, in one of two ways (``MISSRecConfig.attention_impl``):
 
-* ``packed``: rows are sorted by key length and cut into a few buckets of similar lengths; each
-  bucket is gathered into a small dense block (masked only where its rows differ in length) for
-  ``scaled_dot_product_attention``, and the outputs are scattered back to packed order;
+* ``packed``: a run of consecutive rows with equal lengths, laid out back to back, is attended as
+  a view ``[b, L, h, d]`` of the packed tensors (no gather, no padding; the model sorts its rows by
+  length so that such runs are long); the remaining rows are sorted by key length and cut into a
+  few buckets of similar lengths, each gathered into a small dense block (masked only where its
+  rows differ in length), and the outputs are put back in packed order. One query per row
+  (the final decoder layer, :func:`decode_last`) is a per-token score and a per-row softmax;
 * ``jagged``: the packed tensors are viewed as torch nested tensors of jagged layout (values +
   offsets, no copy) and passed to ``scaled_dot_product_attention`` in one call, which on CUDA
   dispatches to the fused flash / memory-efficient variable-length kernels.
 
 benchmarks/bench_attention.py times both against padded SDPA and FlexAttention (RESULTS.md has
 the numbers and the choice). On short histories either removes almost all of the padded path's work.
+
+Only the last position's decoder output is used (the user vector) and the decoder has no
+causal mask, so :func:`decode_last` runs the final decoder layer's queries, cross-attention,
+feed-forward block and LayerNorms on that position only. Dropout draws 16-bit uniforms, four per
+64-bit generator draw (:func:`keep_scale`). benchmarks/bench_step.py times a training step
+against an earlier commit's code (benchmarks/RESULTS.md).
 
 The layer math mirrors ``nn.TransformerEncoderLayer`` / ``nn.TransformerDecoderLayer`` with
 ``norm_first=False`` (post-LN) and reads their parameters, so the same state_dict serves both
