@@ -36,9 +36,9 @@ def apply_threads(threads: int, announce: bool = True) -> int:
     ``announce``: say so (once, from the first process) when ``auto`` chose fewer than all cores."""
     n = resolve_threads(threads)
     cores = os.cpu_count() or 1
-    if announce and threads == 0 and n < cores and os.environ.get("LOCAL_RANK", "0") == "0":
-        print(f"note: {n} torch thread(s) of {cores} cores (--threads 0 = auto: "
-              f"{'OMP_NUM_THREADS' if os.environ.get('OMP_NUM_THREADS') else 'the others are busy'}); "
+    by_load = threads == 0 and not os.environ.get("OMP_NUM_THREADS", "").strip()
+    if announce and by_load and n < cores and os.environ.get("LOCAL_RANK", "0") == "0":
+        print(f"note: {n} torch thread(s) of {cores} cores (--threads 0 = auto: the others are busy); "
               "--threads N sets it", flush=True)
     torch.set_num_threads(n)
     try:
