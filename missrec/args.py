@@ -239,6 +239,7 @@ class TrainArgs:
     resume_inexact: bool = field(default=False, metadata={"help": "Resume even when the checkpoint lacks accelerate's RNG state files or interest.safetensors (printing what is lost); without it such a checkpoint is refused."})
     mixed_precision: str = field(default="auto", metadata={"help": "auto (bf16 on a GPU that has it, else fp32) | no | bf16 | fp16."})
     cpu: bool = field(default=False, metadata={"help": "Train on the CPU even if a GPU is present."})
+    threads: int = field(default=0, metadata={"help": "torch CPU threads (0: auto = OMP_NUM_THREADS if set, else the cores not busy at startup by the 1-minute load average). On a shared CPU more threads than free cores is ~3x slower, not faster."})
     log_with: str = field(default="", metadata={"help": "accelerate tracker, e.g. tensorboard (empty: none)."})
     log_every: int = field(default=10, metadata={"help": "Log every N steps (step, epoch, loss and its parts, lr, sequences/s) to <output_dir>/train_log.jsonl, and to stdout when --progress is false."})
     interest_ratio: float = field(default=0.02, metadata={"help": "Interests K = ceil(ratio x 2 x n_items)."})

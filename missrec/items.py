@@ -84,6 +84,15 @@ class ItemTable:
     def device(self):
         return self.text.device
 
+    def image_is_zero(self) -> bool:
+        """Whether every image row is zero (text-only data): the model then adapts one row and
+        broadcasts it. Cached per image tensor and its in-place version counter."""
+        key = (id(self.image), self.image._version, self.image.data_ptr())
+        if getattr(self, "_image_zero_key", None) != key:
+            self._image_zero = not bool(self.image.any())
+            self._image_zero_key = key
+        return self._image_zero
+
     def to(self, device) -> "ItemTable":
         for k in ("text", "image", "text_aug", "text_interest", "image_interest", "centroids"):
             v = getattr(self, k)

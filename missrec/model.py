@@ -16,6 +16,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors import safe_open
@@ -28,6 +29,23 @@ from .errors import UserError
 from .interest import interest_tokens, interest_tokens_packed
 from .items import ItemTable
 from .seqmodel import ModelScorer, SequentialModel
+
+
+def _ragged_take(off: torch.Tensor, new_off: torch.Tensor, perm: torch.Tensor, new_len: torch.Tensor):
+    """Index that reorders a packed tensor (row r at ``off[r]:off[r + 1]``) into row order ``perm``."""
+    shift = (off[:-1][perm] - new_off[:-1]).repeat_interleave(new_len, output_size=int(new_off[-1]))
+    return torch.arange(shift.numel(), device=off.device) + shift
+
+
+def _adapt(adaptor: nn.Linear, items: ItemTable, ids: torch.Tensor | None, normalize: bool = False) -> torch.Tensor:
+    """``adaptor(items.image[ids])`` (``ids=None``: rows 1..n), L2-normalised if asked; a table of
+    zero rows (text-only data) is adapted once and broadcast (an expanded view), with the same
+    values and gradients."""
+    post = (lambda y: F.normalize(y, dim=-1)) if normalize else (lambda y: y)
+    if items.image_is_zero():
+        shape = (items.n_items,) if ids is None else tuple(ids.shape)
+        return post(adaptor(items.image[:1])).expand(*shape, -1)
+    return post(adaptor(items.image[1:] if ids is None else items.image[ids]))
 
 
 def regulariser_mean(real_sum: torch.Tensor, n_real: torch.Tensor) -> torch.Tensor:
@@ -172,7 +190,11 @@ class MISSRec(SequentialModel):
         return F.normalize(u, dim=-1), reg
 
     def _forward_packed(self, seq, length, items, text_table):
-        """Real tokens only: [sum(length), H] item tokens and [sum(n_interests), H] interest tokens."""
+        """Real tokens only: [sum(length), H] item tokens and [sum(n_interests), H] interest tokens.
+
+        Rows are processed sorted by (history length, number of interest tokens), so that runs of
+        equal lengths lie back to back and their attention reads views of the packed tensors
+        (missrec/packed.py); the user vectors are returned in the caller's row order."""
         B, L = seq.shape
         dev = seq.device
         impl = self.config.attention_impl
@@ -180,44 +202,66 @@ class MISSRec(SequentialModel):
         is_real = pos < length.unsqueeze(1)
         flat, flat_pos = seq[is_real], pos[is_real]
         flat_row = torch.arange(B, device=dev).repeat_interleave(length)
-        uniq, inv = torch.unique(flat, return_inverse=True)
-        t = (items.text if text_table is None else text_table)[uniq]
-        x = (self.text_adaptor(t) + self.img_adaptor(items.image[uniq]))[inv]
-        x = x + self.position_embedding.weight[flat_pos]
-        if self.item_embedding is not None:
-            x = x + self.item_embedding(flat)
-        x = packed.dropout(self.LayerNorm(x), self.dropout.p, self.training)
-
         tok, tok_row, n_int = interest_tokens_packed(items.text_interest[flat], items.image_interest[flat],
                                                      flat_row, B, items.centroids.shape[0])
         if bool((n_int == 0).any()):
             raise UserError("a history has no interest tokens: run interest discovery (or load the "
                              "interest state) before encoding sequences")
-        emb = items.centroids[tok].to(x.dtype)
-        i_off = packed.offsets_of(n_int)
+        d_off, i_off = packed.offsets_of(length), packed.offsets_of(n_int)
+        lens_h = torch.stack([length, n_int]).cpu().numpy()
+        order_h = np.lexsort((lens_h[1], lens_h[0]))
+        perm = None
+        if (order_h != np.arange(B)).any():
+            perm = torch.from_numpy(order_h).to(dev)
+            length, n_int = length[perm], n_int[perm]
+            new_d, new_i = packed.offsets_of(length), packed.offsets_of(n_int)
+            take_d, take_i = _ragged_take(d_off, new_d, perm, length), _ragged_take(i_off, new_i, perm, n_int)
+            flat, flat_pos, tok = flat[take_d], flat_pos[take_d], tok[take_i]
+            d_off, i_off = new_d, new_i
+            tok_row = torch.arange(B, device=dev).repeat_interleave(n_int)
+
+        uniq, inv = torch.unique(flat, return_inverse=True)
+        t = (items.text if text_table is None else text_table)[uniq]
+        x = (self.text_adaptor(t) + _adapt(self.img_adaptor, items, uniq))[inv]
+        x = x + self.position_embedding.weight[flat_pos]
+        if self.item_embedding is not None:
+            x = x + self.item_embedding(flat)
+        x = packed.dropout(self.LayerNorm(x), self.dropout.p, self.training)
+
+        cent = items.centroids.to(x.dtype)
         if self.config.interest_reg == "original":
             # Each row's real tokens followed by one zero "padding" query that attends to them
             # but is no key: its output is what the original pooled at padding positions.
             q_len = n_int + 1
             q_off = packed.offsets_of(q_len)
             kv_rows = torch.arange(tok.numel(), device=dev) + tok_row
-            src = emb.new_zeros(tok.numel() + B, emb.shape[1]).index_copy(0, kv_rows, emb)
+            table = torch.cat([cent.new_zeros(1, cent.shape[1]), cent])  # row 0: the zero query
+            src_rows = tok.new_zeros(tok.numel() + B).index_copy(0, kv_rows, tok + 1)
+            src = table[src_rows]
             plan = packed.plan_attention(q_off[:-1], q_len, i_off[:-1], n_int, impl)
-            enc = packed.encode(self.trm_model.encoder, src, plan, kv_rows)
+            enc = packed.encode(self.trm_model.encoder, src, plan, kv_rows, (table, src_rows))
             memory = enc[kv_rows]
             real_sum = memory.new_zeros(B, memory.shape[1]).index_add(0, tok_row, memory)
             reg = regulariser_original(real_sum, enc[q_off[1:] - 1], n_int, self._has_pad_token(length))
         else:
             plan = packed.plan_attention(i_off[:-1], n_int, i_off[:-1], n_int, impl)
-            memory = packed.encode(self.trm_model.encoder, emb, plan)
+            memory = packed.encode(self.trm_model.encoder, cent[tok], plan, table=(cent, tok))
             real_sum = memory.new_zeros(B, memory.shape[1]).index_add(0, tok_row, memory)
             reg = regulariser_mean(real_sum, n_int)
 
-        d_off = packed.offsets_of(length)
-        self_plan = packed.plan_attention(d_off[:-1], length, d_off[:-1], length, impl)
-        cross_plan = packed.plan_attention(d_off[:-1], length, i_off[:-1], n_int, impl)
-        out = packed.decode(self.trm_model.decoder, x, memory, self_plan, cross_plan)
-        return F.normalize(out[d_off[1:] - 1], dim=-1), reg
+        one = torch.ones_like(length)
+        rows = torch.arange(B, device=dev)
+        self_plan = cross_plan = None
+        if len(self.trm_model.decoder.layers) > 1:
+            self_plan = packed.plan_attention(d_off[:-1], length, d_off[:-1], length, impl)
+            cross_plan = packed.plan_attention(d_off[:-1], length, i_off[:-1], n_int, impl)
+        out = packed.decode_last(self.trm_model.decoder, x, d_off[1:] - 1, memory, self_plan, cross_plan,
+                                 packed.plan_attention(rows, one, d_off[:-1], length, impl),
+                                 packed.plan_attention(rows, one, i_off[:-1], n_int, impl))
+        u = F.normalize(out, dim=-1)
+        if perm is not None:
+            u = u[torch.empty_like(perm).scatter_(0, perm, rows)]
+        return u, reg
 
     # ------------------------------------------------------------------ item side
     def item_reps(self, items: ItemTable, ids: torch.Tensor | None = None,
@@ -226,14 +270,11 @@ class MISSRec(SequentialModel):
 
         ``ids=None`` means every item 1..n_items, taken as views of the tables (no gather copy).
         """
-        if ids is None:
-            t, v = items.text[1:], items.image[1:]
-        else:
-            t, v = items.text[ids], items.image[ids]
+        t = items.text[1:] if ids is None else items.text[ids]
         t = t if text_feats is None else text_feats
-        v = v if image_feats is None else image_feats
         rt = F.normalize(self.text_adaptor(t), dim=-1)
-        rv = F.normalize(self.img_adaptor(v), dim=-1)
+        rv = (_adapt(self.img_adaptor, items, ids, normalize=True) if image_feats is None else
+              F.normalize(self.img_adaptor(image_feats), dim=-1))
         re = None
         if self.item_embedding is not None:
             e = self.item_embedding.weight[1:] if ids is None else self.item_embedding(ids)
@@ -245,17 +286,19 @@ class MISSRec(SequentialModel):
         if self.config.fusion == "static":
             s = 0.5 * (s_t + s_v)
         else:
-            w_t = torch.sigmoid(self.fusion_factor * (s_t - s_v))
-            s = s_v + w_t * (s_t - s_v)
+            d = s_t - s_v  # computed once (the [B, n_items] passes dominate the full softmax's cost)
+            s = torch.addcmul(s_v, torch.sigmoid(self.fusion_factor * d), d)
         if s_id is not None:
-            s = (s_id + 2.0 * s) / 3.0
+            s = torch.add(s_id, s, alpha=2.0).div_(3.0)
         return s
 
     def logits(self, u: torch.Tensor, reps) -> torch.Tensor:
         """[B, M] logits of user vectors against candidate reps (from item_reps)."""
         rt, rv, re = reps
         s_id = None if re is None else u @ re.t()
-        return self.fuse(u @ rt.t(), u @ rv.t(), s_id) / self.config.temperature
+        # One image vector broadcast to every item (text-only data, see _adapt): one score column.
+        s_v = u @ rv[:1].t() if rv.shape[0] > 1 and rv.stride(0) == 0 else u @ rv.t()
+        return self.fuse(u @ rt.t(), s_v, s_id) / self.config.temperature
 
     # ------------------------------------------------------------------ the contract (missrec/seqmodel.py)
     @classmethod

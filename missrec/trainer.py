@@ -41,6 +41,8 @@ RESUME_FIX = "delete that checkpoint folder to resume from an older one, or use 
 
 
 def make_accelerator(args: TrainArgs) -> Accelerator:
+    from .threads import apply_threads
+    apply_threads(getattr(args, "threads", 0))  # first, before torch starts its thread pools
     use_cpu = args.cpu or not torch.cuda.is_available() or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true")
     mp = args.mixed_precision
     if mp == "auto":

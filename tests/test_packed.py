@@ -276,3 +276,125 @@ def test_recommend_scores_equal_padded(tmp_path, impl):
         rec.model.config.attention_impl = impl
         assert got.keys() == want.keys() and len(got) == ds.n_items
         _close(torch.tensor([got[k] for k in want]), torch.tensor(list(want.values())), f"scores of {history[:3]}")
+
+
+# ----------------------------------------------------------------------------- fast-path specifics
+# Batches big enough that runs of equal lengths become views (missrec/packed.py, _VIEW_MIN_ROWS)
+# next to gathered buckets, as at MovieLens lengths (most rows full) and Amazon lengths (short).
+_g = torch.Generator().manual_seed(7)
+BIG = {
+    "movielens_like": [50] * 30 + torch.randint(1, 50, (10,), generator=_g).tolist(),
+    "amazon_like": (torch.distributions.Geometric(probs=torch.tensor(0.35)).sample((48,)).long() + 1)
+    .clamp_max(50).tolist(),
+}
+
+
+@pytest.mark.parametrize("impl", PACKED_IMPLS)
+@pytest.mark.parametrize("layers", [1, 2])
+@pytest.mark.parametrize("reg", ["mean", "original"])
+@pytest.mark.parametrize("name", list(BIG))
+def test_view_blocks_and_last_position_decoder_equal_padded(name, reg, layers, impl):
+    """Row sorting, view blocks, the last-position final decoder layer (all layers before it in
+    full) and the text-only image broadcast: losses and gradients equal the padded path's."""
+    model, items = _setup(dropout=0.0, interest_reg=reg, layers=layers, k=5)
+    items.image = torch.zeros_like(items.image)  # text-only data
+    assert items.image_is_zero()
+    pad, pk = _pair(model, impl)
+    b = _batch(BIG[name], seed=3)
+    out = {}
+    for tag, m in (("padded", pad), ("packed", pk)):
+        m.train()
+        loss, _ = FinetuneObjective(m, gamma_reg=0.5)(b, items)
+        loss2, _ = PretrainObjective(m, gamma_reg=0.5, augmentation="both")(b, items)
+        (loss + loss2).backward()
+        out[tag] = (loss.detach(), loss2.detach(), _grads(m))
+    (l1, p1, g1), (l2, p2, g2) = out["padded"], out["packed"]
+    _close(l1, l2, "finetune loss")
+    _close(p1, p2, "pretrain loss")
+    assert g1.keys() == g2.keys()
+    for k in g1:
+        _close(g1[k], g2[k], f"gradient of {k}")
+
+
+def test_text_only_item_reps_equal_the_full_table():
+    """A zero image table is adapted once and broadcast: same reps, logits and gradients."""
+    model, items = _setup()
+    items.image = torch.zeros_like(items.image)
+    u = torch.nn.functional.normalize(torch.randn(5, H), dim=-1)
+    rt, rv, re = model.item_reps(items)
+    assert rv.stride(0) == 0 and rv.shape == rt.shape
+    full_rv = torch.nn.functional.normalize(model.img_adaptor(items.image[1:]), dim=-1)
+    _close(rv, full_rv, "image reps")
+    got = model.logits(u, (rt, rv, re))
+    got.square().sum().backward()
+    g_got = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    want = model.logits(u, (rt.detach(), full_rv, re.detach()))  # the same graph, unbroadcast
+    rt, _, re = model.item_reps(items)
+    want = model.logits(u, (rt, torch.nn.functional.normalize(model.img_adaptor(items.image[1:]), dim=-1), re))
+    want.square().sum().backward()
+    g_want = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    _close(got.detach(), want.detach(), "logits")
+    assert g_got.keys() == g_want.keys()
+    for k in g_want:
+        _close(g_got[k], g_want[k], f"gradient of {k}")
+    items.image[3, 0] = 1.0  # an in-place change is noticed
+    assert not items.image_is_zero()
+
+
+def _naive_attention(q, k, v, qs, ql, ks, kl):
+    out = torch.empty_like(q)
+    for r in range(len(ql)):
+        qr, kr, vr = (t[s:s + n].transpose(0, 1) for t, s, n in ((q, qs[r], ql[r]), (k, ks[r], kl[r]), (v, ks[r], kl[r])))
+        out[qs[r]:qs[r] + ql[r]] = torch.softmax(qr @ kr.transpose(-1, -2) / q.shape[-1] ** 0.5, -1).matmul(vr).transpose(0, 1)
+    return out
+
+
+@pytest.mark.parametrize("case", ["sorted_runs", "shuffled_rows", "one_query_per_row", "rows_out_of_layout_order"])
+def test_plan_attention_equals_per_row_attention(case):
+    """Every plan shape (views, buckets, segment softmax, rows laid out in any order) against a
+    loop over rows. Every query and key token belongs to one row, as in the model."""
+    from missrec import packed
+    g = torch.Generator().manual_seed(0)
+    kl = torch.tensor([50] * 12 + [7] * 9 + [3, 9, 1, 20, 2])
+    if case == "shuffled_rows":
+        kl = kl[torch.randperm(len(kl), generator=g)]
+    ql = torch.ones_like(kl) if case == "one_query_per_row" else kl.clone()
+    ks, qs = torch.cumsum(kl, 0) - kl, torch.cumsum(ql, 0) - ql
+    if case == "rows_out_of_layout_order":  # row r's tokens anywhere; queries and keys in other orders
+        for lens, starts in ((kl, ks), (ql, qs)):
+            lay = torch.randperm(len(lens), generator=g)
+            starts[lay] = torch.cumsum(lens[lay], 0) - lens[lay]
+    nq, nk = int(ql.sum()), int(kl.sum())
+    q, k, v = (torch.randn(n, 4, 8, generator=g, dtype=torch.float64, requires_grad=True) for n in (nq, nk, nk))
+    plan = packed.plan_attention(qs, ql, ks, kl)
+    if case == "one_query_per_row":
+        assert isinstance(plan, packed.SegmentPlan)
+    elif case == "sorted_runs":
+        assert any(isinstance(b, packed.View) for b in plan.blocks) and plan.buckets
+    got = packed.varlen_attention(q, k, v, plan)
+    want = _naive_attention(q, k, v, qs.tolist(), ql.tolist(), ks.tolist(), kl.tolist())
+    real = torch.zeros(nq, dtype=torch.bool)
+    for s, n in zip(qs.tolist(), ql.tolist()):
+        real[s:s + n] = True
+    assert (got[real] - want[real]).abs().max() < 1e-10
+    gg = torch.autograd.grad(got[real].sum(), (q, k, v))
+    gw = torch.autograd.grad(want[real].sum(), (q, k, v))
+    for a, b in zip(gg, gw):
+        assert (a - b).abs().max() < 1e-10
+
+
+@pytest.mark.parametrize("p", [0.0, 0.1, 0.2, 0.5, 1.0])
+def test_keep_scale_is_inverted_dropout(p):
+    from missrec.packed import keep_scale
+    torch.manual_seed(0)
+    m = keep_scale((400_000,), p)
+    vals = torch.unique(m).tolist()
+    if p == 1.0:
+        assert vals == [0.0]
+        return
+    assert vals[-1] == pytest.approx(1 / (1 - p), rel=1e-4) and (len(vals) == 1 or vals == [0.0, vals[-1]])
+    assert abs((m == 0).float().mean().item() - p) < 0.004  # ~5 standard errors
+    assert abs(m.mean().item() - 1.0) < 0.01
+    torch.manual_seed(0)
+    assert torch.equal(keep_scale((400_000,), p), m)  # reproducible under torch.manual_seed

@@ -38,6 +38,7 @@ class FitArgs:
     test_graph: str = field(default="auto", metadata={"help": "Observed graph at test time: train | train+valid (each user's validation items added to the propagation graph and the masked items, no retraining) | auto (train+valid for the atomic and slmrec layouts, whose validation items precede or belong to the test-time history; train for mmssl, as its original)."})
     seed: int = field(default=2022, metadata={"help": "Seed of initialisation and sampling."})
     device: str = field(default="auto", metadata={"help": "auto (cuda if available) | cpu | cuda[:N]."})
+    threads: int = field(default=0, metadata={"help": "torch CPU threads (0: auto = OMP_NUM_THREADS if set, else the cores not busy at startup by the 1-minute load average)."})
     plot: bool = field(default=True, metadata={"help": "Write curves.png."})
     progress: bool = field(default=True, metadata={"help": "Print one line per epoch."})
 

@@ -119,6 +119,8 @@ def run_baseline(argv=None) -> dict:
     dargs, fargs, sections = parse((DataArgs, BaselineFitArgs), argv, description=__doc__,
                                    sections=("model_cfg", *MODELS.keys()))
     cfg = model_config(dargs.model, sections, dargs.model_opts, config_path(argv))
+    from ..threads import apply_threads
+    apply_threads(fargs.threads)
     if dargs.modalities and dargs.model != "lightgcn":
         cfg.setdefault("modalities", [m for m in dargs.modalities.split(",") if m])
     fargs.output_dir = fargs.output_dir.format(dataset=dargs.dataset, model=dargs.model)
