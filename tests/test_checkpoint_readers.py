@@ -54,10 +54,8 @@ def _recommend_fails(folder: Path, data: Path, capsys, *needles) -> str:
     """missrec.recommend on `folder`: exit 2, one `error:` line naming every needle, nothing printed
     on stdout, the folder unchanged."""
     before = _tree(folder)
-    with pytest.raises(SystemExit) as e:
-        recommend.cli([str(folder), "--data_root", str(data), "--dataset", "tiny", "--history", "I1", "I2",
-                       "--device", "cpu"])
-    assert e.value.code == 2
+    assert recommend.main([str(folder), "--data_root", str(data), "--dataset", "tiny", "--history", "I1", "I2",
+                           "--device", "cpu"]) == 2
     out, err = capsys.readouterr()
     lines = err.strip().splitlines()
     assert out == "" and len(lines) == 1 and lines[0].startswith("error: "), err
@@ -165,8 +163,8 @@ def test_bad_interest_state_is_one_line_naming_the_file(checkpoints, data, tmp_p
 
 def test_good_checkpoints_still_recommend(checkpoints, data, capsys):
     for name in ("missrec", "sasrec"):
-        recommend.cli([str(checkpoints / name), "--data_root", str(data), "--dataset", "tiny", "--history", "I1",
-                       "--k", "3", "--device", "cpu"])
+        assert recommend.main([str(checkpoints / name), "--data_root", str(data), "--dataset", "tiny", "--history",
+                               "I1", "--k", "3", "--device", "cpu"]) == 0
         assert len(capsys.readouterr().out.strip().splitlines()) == 3
 
 

@@ -151,8 +151,9 @@ def test_help_shows_the_defaults_that_apply():
     assert "Number of epochs. (default: 300)" in ft and "(default: 0.5)" in ft
     assert FinetuneTrainArgs().epochs == 300 and TrainArgs().epochs == 100
     pt = _help("pretrain/run.py")  # your data's defaults, not the embedded sample's YAML
-    assert "Longest history (older items are cut). (default: 50)" in pt
-    assert "Feed-forward width. (default: 256)" in pt and "input tokens. (default: 0.5)" in pt
+    # Model options left unset take the model's own defaults (the same for pretraining and finetuning).
+    assert "Longest history (older items are cut). Default: the model's own (MISSRec 50;" in pt
+    assert "Feed-forward width. Default: the model's own (MISSRec 256;" in pt and "Dropout. Default: the model's own (MISSRec 0.5;" in pt
     assert "--output-dir" not in pt  # one spelling per option
     bl = _help("baselines/run.py")
     assert "(default: outputs/baselines/{dataset}-{model})" in bl and "Maximum number of epochs. (default: 1000)" in bl
@@ -163,7 +164,10 @@ def test_pretrain_defaults_match_finetuning_model_sizes():
 
     pre = parse((ModelArgs, TrainArgs), ["--output_dir", "x"])[0]
     fin = parse((ModelArgs, FinetuneTrainArgs, FinetuneArgs), [])[0]
-    assert pre == fin and (pre.max_seq_length, pre.dropout, pre.inner_size) == (50, 0.5, 256)
+    assert pre == fin and pre.given() == {}  # unset: the model's own defaults, for both recipes
+    from missrec.config import MISSRecConfig
+    c = MISSRecConfig()
+    assert (c.max_seq_length, c.dropout, c.inner_size) == (50, 0.5, 256)
 
 
 def test_dashed_option_spellings_still_parse_but_are_not_shown(capsys):
