@@ -31,7 +31,7 @@ class MISSRecConfig:
     initializer_range: float = 0.02
     max_seq_length: int = 50
     text_dim: int = 512
-    image_dim: int = 512
+    image_dim: int | None = 512  # None: a text-only model (no image modality, no img_adaptor)
     temperature: float = 0.07
     # Transductive mode adds an item-ID table of n_items + 1 rows (row 0 = padding).
     use_id: bool = False
@@ -58,8 +58,15 @@ class MISSRecConfig:
             raise ValueError(f"attention_impl must be one of {', '.join(ATTENTION_IMPLS)}, got {self.attention_impl!r}")
         if self.interest_reg not in ("mean", "original"):
             raise ValueError(f"interest_reg must be 'mean' or 'original', got {self.interest_reg!r}")
+        if self.image_dim is not None and self.image_dim <= 0:
+            raise ValueError(f"image_dim must be positive or None (no image modality), got {self.image_dim}")
         if self.use_id and self.n_items <= 0:
             raise ValueError("use_id=True needs n_items > 0 (size of the item-ID table)")
+
+    @property
+    def modalities(self) -> list[str]:
+        """The item modalities the model reads: ["text", "image"], or ["text"] (image_dim None)."""
+        return ["text"] if self.image_dim is None else ["text", "image"]
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

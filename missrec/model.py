@@ -66,7 +66,8 @@ class MISSRec(nn.Module):
         self.LayerNorm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
         self.dropout = nn.Dropout(c.dropout)
         self.text_adaptor = nn.Linear(c.text_dim, c.hidden_size)
-        self.img_adaptor = nn.Linear(c.image_dim, c.hidden_size)
+        # image_dim None: a text-only model (no image modality at all, not zero image rows).
+        self.img_adaptor = nn.Linear(c.image_dim, c.hidden_size) if c.image_dim is not None else None
         self.fusion_factor = nn.Parameter(torch.tensor(0.0))
         self.item_embedding = nn.Embedding(c.n_items + 1, c.hidden_size, padding_idx=0) if c.use_id else None
         self.apply(self._init_weights)
@@ -101,6 +102,13 @@ class MISSRec(nn.Module):
         return trainable, sum(p.numel() for p in self.parameters())
 
     # ------------------------------------------------------------------ sequence side
+    def adapt(self, ids: torch.Tensor, items: ItemTable, text_table: torch.Tensor | None = None) -> torch.Tensor:
+        """Sum of the adapted modality vectors of the given item ids (the sequence input)."""
+        x = self.text_adaptor((items.text if text_table is None else text_table)[ids])
+        if self.img_adaptor is not None:
+            x = x + self.img_adaptor(items.image[ids])
+        return x
+
     def forward(self, seq: torch.Tensor, length: torch.Tensor, items: ItemTable,
                 text_table: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """User vectors [B, H] (L2-normalised) and the interest regulariser (scalar).
@@ -126,8 +134,7 @@ class MISSRec(nn.Module):
         # Adapt each distinct item of the batch once (far fewer rows than B x L positions), then
         # scatter back: the adaptors are linear per row, so this is exact.
         uniq, inv = torch.unique(seq, return_inverse=True)
-        t = (items.text if text_table is None else text_table)[uniq]
-        x = (self.text_adaptor(t) + self.img_adaptor(items.image[uniq]))[inv]
+        x = self.adapt(uniq, items, text_table)[inv]
         x = x + self.position_embedding.weight[:L].unsqueeze(0)
         if self.item_embedding is not None:
             x = x + self.item_embedding(seq)
@@ -164,8 +171,7 @@ class MISSRec(nn.Module):
         flat, flat_pos = seq[is_real], pos[is_real]
         flat_row = torch.arange(B, device=dev).repeat_interleave(length)
         uniq, inv = torch.unique(flat, return_inverse=True)
-        t = (items.text if text_table is None else text_table)[uniq]
-        x = (self.text_adaptor(t) + self.img_adaptor(items.image[uniq]))[inv]
+        x = self.adapt(uniq, items, text_table)[inv]
         x = x + self.position_embedding.weight[flat_pos]
         if self.item_embedding is not None:
             x = x + self.item_embedding(flat)
@@ -205,27 +211,33 @@ class MISSRec(nn.Module):
     # ------------------------------------------------------------------ item side
     def item_reps(self, items: ItemTable, ids: torch.Tensor | None = None,
                   text_feats: torch.Tensor | None = None, image_feats: torch.Tensor | None = None):
-        """Normalised adapted text / image vectors (and ID vectors) of the given item ids.
+        """Normalised adapted text / image vectors (and ID vectors) of the given item ids; the image
+        vectors are None for a text-only model (``image_dim`` None).
 
         ``ids=None`` means every item 1..n_items, taken as views of the tables (no gather copy).
         """
-        if ids is None:
-            t, v = items.text[1:], items.image[1:]
-        else:
-            t, v = items.text[ids], items.image[ids]
+        t = items.text[1:] if ids is None else items.text[ids]
         t = t if text_feats is None else text_feats
-        v = v if image_feats is None else image_feats
         rt = F.normalize(self.text_adaptor(t), dim=-1)
-        rv = F.normalize(self.img_adaptor(v), dim=-1)
+        rv = None  # a text-only model has no image score
+        if self.img_adaptor is not None:
+            v = items.image[1:] if ids is None else items.image[ids]
+            v = v if image_feats is None else image_feats
+            rv = F.normalize(self.img_adaptor(v), dim=-1)
         re = None
         if self.item_embedding is not None:
             e = self.item_embedding.weight[1:] if ids is None else self.item_embedding(ids)
             re = F.normalize(e, dim=-1)
         return rt, rv, re
 
-    def fuse(self, s_t: torch.Tensor, s_v: torch.Tensor, s_id: torch.Tensor | None) -> torch.Tensor:
-        """Cosine-scale scores; w = softmax(phi * [s_t, s_v]) without a [..., 2] tensor."""
-        if self.config.fusion == "static":
+    def fuse(self, s_t: torch.Tensor, s_v: torch.Tensor | None, s_id: torch.Tensor | None) -> torch.Tensor:
+        """Cosine-scale scores; w = softmax(phi * [s_t, s_v]) without a [..., 2] tensor.
+
+        ``s_v`` None (a text-only model): the text score alone stands for the modalities.
+        """
+        if s_v is None:
+            s = s_t
+        elif self.config.fusion == "static":
             s = 0.5 * (s_t + s_v)
         else:
             w_t = torch.sigmoid(self.fusion_factor * (s_t - s_v))
@@ -238,7 +250,8 @@ class MISSRec(nn.Module):
         """[B, M] logits of user vectors against candidate reps (from item_reps)."""
         rt, rv, re = reps
         s_id = None if re is None else u @ re.t()
-        return self.fuse(u @ rt.t(), u @ rv.t(), s_id) / self.config.temperature
+        s_v = None if rv is None else u @ rv.t()
+        return self.fuse(u @ rt.t(), s_v, s_id) / self.config.temperature
 
     # ------------------------------------------------------------------ checkpoints
     def save_pretrained(self, path: str | Path, items: ItemTable | None = None) -> None:
@@ -335,4 +348,5 @@ class MISSRecScorer:
     def score_pairs(self, u, item_ids):
         rt, rv, re = (None if r is None else r[item_ids.to(self.items.device) - 1] for r in self._all_reps())
         s_id = None if re is None else (u * re).sum(-1)
-        return self.model.fuse((u * rt).sum(-1), (u * rv).sum(-1), s_id) / self.model.config.temperature
+        s_v = None if rv is None else (u * rv).sum(-1)
+        return self.model.fuse((u * rt).sum(-1), s_v, s_id) / self.model.config.temperature

@@ -61,7 +61,8 @@ def card_metadata(config: dict, results: dict | None = None) -> dict:
     results = results or {}
     meta: dict = {"library_name": "missrec", "license": "mit",
                   "tags": ["recommendation", "sequential-recommendation", kind]
-                  + (["multimodal", "pretrain-then-transfer"] if kind == "missrec" else ["id-based"])}
+                  + ((["multimodal" if config.get("image_dim", 1) else "text-only", "pretrain-then-transfer"])
+                     if kind == "missrec" else ["id-based"])}
     dataset = results.get("dataset")
     if dataset:
         meta["datasets"] = [str(dataset)]
@@ -91,7 +92,8 @@ def model_card(config: dict, results: dict | None = None) -> str:
         mode = "transductive (item IDs + modalities)" if config.get("use_id") else "inductive (modalities only)"
         lines += ["# MISSRec", "",
                   "Multi-modal interest-aware sequential recommender (MISSRec, ACM MM 2023), "
-                  f"{mode}; text features of dim {config.get('text_dim')}, image features of dim {config.get('image_dim')}."]
+                  f"{mode}; text features of dim {config.get('text_dim')}; "
+                  + (f"image features of dim {config['image_dim']}." if config.get("image_dim") else "no image features.")]
     lines += ["", "## Use", "", "With the `missrec` package installed (`pip install .` in its checkout):", "", "```bash",
               "missrec-finetune --pretrained OWNER/THIS_REPO --data_root DATA --dataset NAME   # transfer / continue",
               "missrec-recommend OWNER/THIS_REPO --data_root DATA --dataset NAME --history ID1 ID2 --k 10",

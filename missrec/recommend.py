@@ -40,8 +40,10 @@ class Recommender:
             from .sasrec import id_only_items
             self.items = id_only_items(self.ds.n_items, dev)
         else:
-            # A text-only catalogue gets zero image rows of the checkpoint's image dim.
-            self.items = ItemTable.from_dataset(self.ds, c.hidden_size, device=dev, image_dim=c.image_dim)
+            # A text-only model reads no image table; a catalogue without images gets zero image
+            # rows of the checkpoint's image dim.
+            self.items = ItemTable.from_dataset(self.ds, c.hidden_size, device=dev, image_dim=c.image_dim,
+                                                text_only=c.image_dim is None)
             interest = folder / "interest.safetensors"
             if interest.is_file() and _covers(interest, self.ds.n_items):
                 self.items.load_interest(interest)

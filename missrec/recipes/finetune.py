@@ -54,16 +54,18 @@ def build_model(margs, fargs, ds, n_items):
         return SASRec(SASRecConfig(n_items=n_items, max_seq_length=margs.max_seq_length))
     use_id = fargs.mode == "transductive"
     tdim = ds.features["text"].shape[1]
-    # No image features (a text-only catalogue): zero rows, as for any item without an image.
+    # No image features (a text-only catalogue): a text-only model, image_dim None (from scratch).
     idim = ds.features["image"].shape[1] if "image" in ds.features else None
     if fargs.pretrained.lower() != "none":
         model = MISSRec.from_pretrained(fargs.pretrained, dataset=ds.folder, use_id=use_id, n_items=n_items if use_id else 0)
         c = model.config
-        if (c.text_dim, c.image_dim) != (tdim, idim or c.image_dim):
+        # A checkpoint with an image adaptor on a text-only dataset reads zero image rows (as before);
+        # a text-only checkpoint ignores the dataset's image features.
+        if c.text_dim != tdim or (c.image_dim is not None and idim is not None and c.image_dim != idim):
             raise UserError(fargs.pretrained, f"expects text/image features of dims {c.text_dim}/{c.image_dim}, "
-                                              f"but {ds.folder} has {tdim}/{idim} (extract them with the same CLIP model)")
+                                              f"but {ds.folder} has {tdim}/{idim} (extract them with the same encoder)")
         return model
-    cfg = MISSRecConfig(**asdict(margs), text_dim=tdim, image_dim=idim or tdim, use_id=use_id, n_items=n_items if use_id else 0)
+    cfg = MISSRecConfig(**asdict(margs), text_dim=tdim, image_dim=idim, use_id=use_id, n_items=n_items if use_id else 0)
     return MISSRec(cfg)
 
 
@@ -111,9 +113,15 @@ def main(argv=None):
         from missrec.sasrec import SASRecTask, id_only_items
         items, task_cls = id_only_items(n_items, acc.device), SASRecTask
     else:
-        if "image" not in ds.features:
-            acc.print(f"{fargs.dataset}: no image features ({fargs.dataset}.feat3CLS absent): zero rows for all {n_items} items")
-        items = ItemTable.from_dataset(ds, model.config.hidden_size, device=acc.device, image_dim=model.config.image_dim)
+        text_only = model.config.image_dim is None
+        if text_only:
+            acc.print(f"{fargs.dataset}: text features only, a text-only model"
+                      + (" (the dataset's image features are not used)" if "image" in ds.features else ""))
+        elif "image" not in ds.features:
+            acc.print(f"{fargs.dataset}: no image features ({fargs.dataset}.feat3CLS absent): zero rows for all "
+                      f"{n_items} items (the checkpoint has an image adaptor)")
+        items = ItemTable.from_dataset(ds, model.config.hidden_size, device=acc.device, image_dim=model.config.image_dim,
+                                       text_only=text_only)
         task_cls = FinetuneTask
     out = Path(targs.output_dir)
     task = task_cls(model, items, ds.splits, targs, fargs)

@@ -47,19 +47,25 @@ def main(argv=None):
             pargs.data_root = str(ensure_sample())
     with acc.main_process_first():
         ds = load_dataset(pargs.data_root, pargs.dataset, splits=("train",), max_len=margs.max_seq_length,
-                          require_features=("text", "image"))
+                          require_features=("text",))
     if ds.domains is None:
         acc.print(f"note: {pargs.dataset} has no .pt_datasets file; pretraining on it as a single domain")
     from accelerate.utils import set_seed
     set_seed(targs.seed)
+    # No image features (.feat3CLS absent): a text-only model (image_dim None), not invented image rows.
+    idim = ds.features["image"].shape[1] if "image" in ds.features else None
     if pargs.init_from:
         model = MISSRec.from_pretrained(pargs.init_from)
     else:
         cfg = MISSRecConfig(**asdict(margs), text_dim=ds.features["text"].shape[1],
-                            image_dim=ds.features["image"].shape[1], use_id=False, n_items=0)
+                            image_dim=idim, use_id=False, n_items=0)
         model = MISSRec(cfg)
+    if model.config.image_dim is None:
+        acc.print(f"{pargs.dataset}: text features only" + (" (the model has no image modality; the corpus' "
+                  "image features are not used)" if idim else f" ({pargs.dataset} has no .feat3CLS): a text-only model"))
     model.config.source = {"pretrained_on": pargs.dataset, "domains": ds.domains or [pargs.dataset]}
-    items = ItemTable.from_dataset(ds, model.config.hidden_size, device=acc.device)
+    items = ItemTable.from_dataset(ds, model.config.hidden_size, device=acc.device,
+                                   image_dim=model.config.image_dim, text_only=model.config.image_dim is None)
     acc.print(f"corpus {pargs.dataset}: {len(ds.domains or [1])} domain(s), {items.n_items} items, "
               f"{len(ds.splits['train'])} training sequences; {sum(p.numel() for p in model.parameters()):,} parameters; "
               f"{acc.num_processes} process(es) on {acc.device}, mixed precision {acc.mixed_precision}")
