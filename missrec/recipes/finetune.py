@@ -9,7 +9,8 @@ a name from checkpoints/registry.json or a Hugging Face Hub repo id; "none" trai
 With a pretrained model, parameter-efficient finetuning is the default: only the modality
 adaptors, the input LayerNorm, the fusion scalar and (transductive) the item-ID table train.
 
-Writes to --output_dir: best/ (checkpoint), results.json, results.md, curves.png, and the newest
+Writes to --output_dir: best/ (checkpoint), results.json, results.md, curves.png, test_ranks.npy
+(each test row's rank, for per-user paired comparisons), and the newest
 checkpoint-<epoch>/ (optimizer + trainer state), so --resume_from latest continues a killed run.
 """
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
+TEST_RANKS = "test_ranks.npy"
 # An epoch checkpoint every epoch (only the newest kept) makes --resume_from latest lose at most one epoch.
 FINETUNE_DEFAULTS = {"epochs": 300, "train_batch_size": 512, "eval_batch_size": 1024, "interest_ratio": 0.5,
                      "save_every": 1, "save_total_limit": 1, "output_dir": "outputs/finetune"}
@@ -67,6 +69,16 @@ def build_model(margs, fargs, ds, n_items):
         return model
     cfg = MISSRecConfig(**asdict(margs), text_dim=tdim, image_dim=idim, use_id=use_id, n_items=n_items if use_id else 0)
     return MISSRec(cfg)
+
+
+def write_test_ranks(path: Path, ranks) -> None:
+    """Each test row's 1-based rank (int64 .npy, test-split row order = one row per user): per-user
+    metrics for paired comparisons (missrec.evaluate.per_row_metrics, missrec/recipes/transfer.py)."""
+    import numpy as np
+
+    from missrec.fsutil import atomic_path
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, np.asarray(ranks, dtype=np.int64), allow_pickle=False)
 
 
 def write_reports(out: Path, results: dict, history: list, plot: bool) -> None:
@@ -132,12 +144,15 @@ def main(argv=None):
     best = load_model(out / "best").to(acc.device)
     items.load_interest(out / "best" / "interest.safetensors")
     task.model = best
+    valid = task.evaluate("valid", acc)
+    test, test_ranks = task.evaluate("test", acc, return_ranks=True)  # the one read of the test split
     results = {"dataset": fargs.dataset, "model": fargs.model, "mode": fargs.mode, "pretrained": fargs.pretrained, "peft": fargs.peft,
-               "metric": fargs.metric, "valid": task.evaluate("valid", acc), "test": task.evaluate("test", acc),
+               "metric": fargs.metric, "valid": valid, "test": test, "test_ranks": TEST_RANKS,
                "best_epoch": state.best_epoch, "epochs_run": state.epoch, "trainable_params": trainable,
                "total_params": total, "history": state.history, "num_processes": acc.num_processes,
                "throughput": trainer.throughput, "features": (ds.meta or {}).get("encoder")}
     if acc.is_main_process:
+        write_test_ranks(out / TEST_RANKS, test_ranks)
         write_reports(out, results, state.history, fargs.plot)
         from missrec.modelcard import write_model_card
         write_model_card(out / "best", results)  # the model card, now with the test metrics
