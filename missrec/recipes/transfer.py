@@ -245,6 +245,12 @@ def main(argv=None):
     needs_pt = any(SETTINGS[t][1] for t in tags)
     if needs_pt and not (own.pretrained or own.source):
         raise OptionError("--source", "the pretrained settings need --source DATASET (to pretrain) or --pretrained CHECKPOINT")
+    # Every run's options are checked before any work (finetuning's, then pretraining's).
+    from missrec.args import ModelArgs, TrainArgs, parse
+    from missrec.recipes import pretrain as pt
+    parse((ModelArgs, TrainArgs, ft.FinetuneArgs), rest, defaults=ft.FINETUNE_DEFAULTS)
+    if needs_pt and own.source:
+        parse((ModelArgs, TrainArgs, pt.PretrainArgs), _model_options(rest) + shlex.split(own.pretrain_args))
 
     out = Path(own.output_dir)
     out.mkdir(parents=True, exist_ok=True)
