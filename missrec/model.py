@@ -68,11 +68,14 @@ class MISSRec(nn.Module):
         self.text_adaptor = nn.Linear(c.text_dim, c.hidden_size)
         # image_dim None: a text-only model (no image modality at all, not zero image rows).
         self.img_adaptor = nn.Linear(c.image_dim, c.hidden_size) if c.image_dim is not None else None
-        self.fusion_factor = nn.Parameter(torch.tensor(0.0))
+        # The text/image fusion weight exists only with two modalities (an unused parameter would
+        # also break multi-process training, where every parameter must get a gradient).
+        self.fusion_factor = nn.Parameter(torch.tensor(0.0)) if self.img_adaptor is not None else None
         self.item_embedding = nn.Embedding(c.n_items + 1, c.hidden_size, padding_idx=0) if c.use_id else None
         self.apply(self._init_weights)
-        with torch.no_grad():
-            self.fusion_factor.zero_()
+        if self.fusion_factor is not None:
+            with torch.no_grad():
+                self.fusion_factor.zero_()
 
     def _init_weights(self, module):
         std = self.config.initializer_range
@@ -277,6 +280,8 @@ class MISSRec(nn.Module):
             _adopt_id_table(model, folder, state, dataset)
         if not model.config.use_id:
             model.config.catalogue = {}
+        if model.fusion_factor is None:
+            state.pop("fusion_factor", None)  # text-only checkpoints written before it was left out
         own = model.state_dict()
         unexpected = sorted(set(state) - set(own))
         if unexpected:

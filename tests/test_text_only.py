@@ -41,7 +41,16 @@ def test_text_only_model_scores_with_text_alone():
     cfg = MISSRecConfig(hidden_size=16, n_heads=2, inner_size=16, text_dim=d, image_dim=None, dropout=0.0)
     model = MISSRec(cfg).eval()
     assert model.img_adaptor is None and cfg.modalities == ["text"]
-    assert not any(k.startswith("img_adaptor") for k in model.state_dict())
+    assert not any(k.startswith(("img_adaptor", "fusion_factor")) for k in model.state_dict())
+    # Every parameter gets a gradient (multi-process training requires it).
+    items0 = ItemTable(torch.cat([torch.zeros(1, d), torch.randn(n, d)]), None, hidden_size=16)
+    items0.discover_interests(model, 0.5)
+    model.train()
+    u0, reg0 = model(torch.tensor([[1, 2, 0]]), torch.tensor([2]), items0)
+    (model.logits(u0, model.item_reps(items0)).logsumexp(-1).sum() + reg0).backward()
+    assert all(p.grad is not None for p in model.parameters())
+    model.zero_grad()
+    model.eval()
     items = ItemTable(torch.cat([torch.zeros(1, d), torch.randn(n, d)]), None, hidden_size=16)
     info = items.discover_interests(model, 0.5)
     assert info["k"] == math.ceil(0.5 * n)  # one vector per item: text only
@@ -103,3 +112,15 @@ def test_checkpoint_with_an_image_adaptor_finetunes_on_a_text_only_target(root, 
     best = json.loads((tmp_path / "ft" / "best" / "config.json").read_text())
     assert best["image_dim"] == 16
     assert "image features of dim 16." in (tmp_path / "ft" / "best" / "README.md").read_text()
+
+
+def test_text_only_checkpoint_with_a_stray_fusion_factor_loads(tmp_path):
+    from safetensors.torch import save_file
+
+    model = MISSRec(MISSRecConfig(hidden_size=16, n_heads=2, inner_size=16, text_dim=8, image_dim=None))
+    model.save_pretrained(tmp_path / "ck")
+    weights = load_file(str(tmp_path / "ck" / "model.safetensors"))
+    save_file({**weights, "fusion_factor": torch.tensor(0.0)}, str(tmp_path / "ck" / "model.safetensors"))
+    again = MISSRec.from_pretrained(tmp_path / "ck")
+    assert again.fusion_factor is None
+    assert all(torch.equal(v, again.state_dict()[k]) for k, v in weights.items())
