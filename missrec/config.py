@@ -24,7 +24,9 @@ MAX_WIDTH = 1 << 16  # hidden, inner and feature sizes
 def check_fields(cfg, spec: dict) -> None:
     for name, rule in spec.items():
         v, kind = getattr(cfg, name), rule[0]
-        if kind == "int":
+        if kind == "int?" and v is None:  # optional: None means absent (e.g. no image modality)
+            continue
+        if kind in ("int", "int?"):
             if type(v) is not int:
                 raise OptionError(f"config key '{name}' = {_show(v)}: must be a whole number")
             if not rule[1] <= v <= rule[2]:
@@ -101,7 +103,7 @@ class MISSRecConfig:
     initializer_range: float = 0.02
     max_seq_length: int = 50
     text_dim: int = 512
-    image_dim: int = 512
+    image_dim: int | None = 512  # None: a text-only model (no image modality, no img_adaptor)
     temperature: float = 0.07
     # Transductive mode adds an item-ID table of n_items + 1 rows (row 0 = padding).
     use_id: bool = False
@@ -124,7 +126,7 @@ class MISSRecConfig:
         "num_encoder_layers": ("int", 1, MAX_LAYERS), "num_decoder_layers": ("int", 1, MAX_LAYERS),
         "dropout": ("float", 0.0, 1.0, False, True), "hidden_act": ("choice", ("gelu", "relu")),
         "layer_norm_eps": ("float", 0.0, 1.0, True, False), "initializer_range": ("float", 0.0, 10.0, False, False),
-        "max_seq_length": ("int", 1, 1 << 20), "text_dim": ("int", 1, MAX_WIDTH), "image_dim": ("int", 1, MAX_WIDTH),
+        "max_seq_length": ("int", 1, 1 << 20), "text_dim": ("int", 1, MAX_WIDTH), "image_dim": ("int?", 1, MAX_WIDTH),
         "temperature": ("float", 0.0, 1e6, True, False), "use_id": ("bool",), "n_items": ("int", 0, 1 << 40),
         "fusion": ("choice", FUSIONS), "attention_impl": ("choice", ATTENTION_IMPLS),
         "interest_reg": ("choice", ("mean", "original")), "model_type": ("choice", ("missrec",)),
@@ -136,7 +138,9 @@ class MISSRecConfig:
         h = self.hidden_size
         return (encoder_params(self.num_encoder_layers, h, self.inner_size) + 2 * h
                 + encoder_params(self.num_decoder_layers, h, self.inner_size, cross=True) + 2 * h
-                + self.max_seq_length * h + (self.text_dim + self.image_dim + 2) * h + 2 * h + 1
+                + self.max_seq_length * h + 2 * h  # position table, input LayerNorm
+                + (self.text_dim + 1) * h  # text adaptor
+                + (0 if self.image_dim is None else (self.image_dim + 1) * h + 1)  # image adaptor, fusion scalar
                 + ((self.n_items + 1) * h if self.use_id else 0))
 
     def __post_init__(self):
@@ -152,6 +156,11 @@ class MISSRecConfig:
             raise OptionError(f"interest_reg must be 'mean' or 'original', got {self.interest_reg!r}")
         if self.use_id and self.n_items <= 0:
             raise OptionError("use_id=True needs n_items > 0 (size of the item-ID table)")
+
+    @property
+    def modalities(self) -> list[str]:
+        """The item modalities the model reads: ["text", "image"], or ["text"] (image_dim None)."""
+        return ["text"] if self.image_dim is None else ["text", "image"]
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -164,14 +164,16 @@ def evaluate_ranks(scorer, split, n_items: int, *, batch_size: int = 512, chunk_
 
 def evaluate(scorer, split, n_items: int, *, ks: Sequence[int] = DEFAULT_KS, batch_size: int = 512,
              chunk_size: int = 65536, mask_history: bool = False, device=None, accelerator=None,
-             progress: bool = True) -> dict[str, float]:
+             progress: bool = True, return_ranks: bool = False):
     """Full-ranking Recall@K / NDCG@K of ``scorer`` on ``split`` (a :class:`missrec.data.atomic.Split`).
 
     Users are processed in batches of ``batch_size``, items in chunks of ``chunk_size``. With an
     ``accelerator`` each process takes a contiguous shard of rows and the ranks are gathered, so
     every process returns the same dict as a single-process run would. Batches go to ``device``
     (default: the accelerator's, else the module's parameters', else CPU). A ``torch.nn.Module``
-    scorer is switched to eval mode for the run and restored afterwards.
+    scorer is switched to eval mode for the run and restored afterwards. ``return_ranks``: return
+    ``(metrics, ranks)``, ranks a CPU LongTensor of each row's 1-based rank in row order (per-user
+    metrics for paired comparisons, see :func:`per_row_metrics`).
     """
     if len(split) == 0:
         raise DataError("cannot evaluate an empty split")
@@ -180,7 +182,18 @@ def evaluate(scorer, split, n_items: int, *, ks: Sequence[int] = DEFAULT_KS, bat
     ranks = evaluate_ranks(scorer, split, n_items, batch_size=batch_size, chunk_size=chunk_size,
                            mask_history=mask_history, device=device, accelerator=accelerator,
                            progress=progress)
-    return metrics_from_ranks(ranks, ks)
+    m = metrics_from_ranks(ranks, ks)
+    return (m, ranks) if return_ranks else m
+
+
+def per_row_metrics(ranks, metric: str) -> np.ndarray:
+    """One row's value of ``recall@K`` or ``ndcg@K`` for each rank (their mean is metrics_from_ranks')."""
+    r = np.asarray(ranks, dtype=np.float64).reshape(-1)
+    name, _, k = metric.partition("@")
+    if name not in ("recall", "ndcg") or not k.isdigit():
+        raise ValueError(f"metric must be recall@K or ndcg@K, got {metric!r}")
+    hit = r <= int(k)
+    return np.where(hit, 1.0 / np.log2(r + 1.0), 0.0) if name == "ndcg" else hit.astype(np.float64)
 
 
 def round_metrics(d: dict, digits: int = 4) -> dict:

@@ -121,9 +121,9 @@ def kmeans(x: torch.Tensor, k: int, *, n_iter: int = 20, tol: float = 1e-4, init
     return KMeansResult(centroids, labels, it, float(dists.sum()))
 
 
-def n_interests(n_items: int, ratio: float) -> int:
-    """K = ceil(ratio * 2N), at least 1: one vector per item and modality."""
-    return max(1, math.ceil(ratio * 2 * n_items))
+def n_interests(n_items: int, ratio: float, n_modalities: int = 2) -> int:
+    """K = ceil(ratio * M * N), at least 1: one vector per item and modality (M = 2, or 1 text-only)."""
+    return max(1, math.ceil(ratio * n_modalities * n_items))
 
 
 def interest_tokens(text_ids: torch.Tensor, image_ids: torch.Tensor) -> torch.Tensor:

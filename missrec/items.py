@@ -48,9 +48,10 @@ def _check_interest_state(state: dict, width: int, source: str) -> None:
 
 
 class ItemTable:
-    def __init__(self, text: torch.Tensor, image: torch.Tensor, text_aug: torch.Tensor | None = None,
+    def __init__(self, text: torch.Tensor, image: torch.Tensor | None, text_aug: torch.Tensor | None = None,
                  hidden_size: int = 300):
-        if text.shape[0] != image.shape[0]:
+        # image None: a text-only table (for a model without an image modality, image_dim None).
+        if image is not None and text.shape[0] != image.shape[0]:
             raise DataError(f"text features have {text.shape[0]} rows but image features {image.shape[0]}")
         self.text, self.image, self.text_aug = text, image, text_aug
         n = text.shape[0]
@@ -60,17 +61,20 @@ class ItemTable:
         self.catalogue: dict = {}  # AtomicDataset.catalogue() of the dataset the rows come from
 
     @classmethod
-    def from_dataset(cls, ds, hidden_size: int = 300, device=None, image_dim: int | None = None) -> "ItemTable":
+    def from_dataset(cls, ds, hidden_size: int = 300, device=None, image_dim: int | None = None,
+                     text_only: bool = False) -> "ItemTable":
         """From a loaded AtomicDataset (memory-mapped features are copied once, here).
 
-        Without image features (text-only catalogues) the image table is all zero rows of
-        ``image_dim`` (default: the text dim), as for items without an image.
+        ``text_only`` (a model with no image modality): no image table, whatever the dataset has.
+        Otherwise, without image features (text-only catalogues) the image table is all zero rows
+        of ``image_dim`` (default: the text dim), as for items without an image (a model with an
+        image adaptor, e.g. an older checkpoint).
         """
         aug = ds.features.get("text_aug")
-        image = ds.features.get("image")
-        if image is None:
+        image = None if text_only else ds.features.get("image")
+        if image is None and not text_only:
             image = np.zeros((ds.features["text"].shape[0], image_dim or ds.features["text"].shape[1]), np.float32)
-        t = cls(_with_pad_row(ds.features["text"]), _with_pad_row(image),
+        t = cls(_with_pad_row(ds.features["text"]), None if image is None else _with_pad_row(image),
                 None if aug is None else _with_pad_row(aug), hidden_size)
         if hasattr(ds, "catalogue"):
             t.catalogue = ds.catalogue()
@@ -113,17 +117,22 @@ class ItemTable:
         n = self.n_items
         dev = self.device
         vecs = []
-        for feats, adaptor in ((self.text, model.text_adaptor), (self.image, model.img_adaptor)):
+        pairs = [(self.text, model.text_adaptor)]
+        if getattr(model, "img_adaptor", None) is not None:
+            pairs.append((self.image, model.img_adaptor))
+        for feats, adaptor in pairs:
             out = torch.empty(n, model.config.hidden_size, device=dev)
             for s in range(1, n + 1, chunk):
                 out[s - 1:s - 1 + chunk] = adaptor(feats[s:s + chunk].to(adaptor.weight.dtype)).float()
             vecs.append(out)
         x = torch.cat(vecs, 0)
-        k = n_interests(n, ratio)
+        k = n_interests(n, ratio, len(vecs))
         if warm_start and not compat and self.centroids.shape[0] == k + 1:
             init = self.centroids[1:]
         res = kmeans(x, k, n_iter=n_iter, init=init, seed=seed, compat=compat)
-        self.set_interests(res.labels[:n] + 1, res.labels[n:] + 1, res.centroids)
+        # A text-only model: every image interest id is 0 (padding), so only text ids form tokens.
+        image_labels = res.labels[n:] + 1 if len(vecs) == 2 else torch.zeros_like(res.labels)
+        self.set_interests(res.labels[:n] + 1, image_labels, res.centroids)
         return {"k": k, "n_iter": res.n_iter, "inertia": res.inertia}
 
     def set_interests(self, text_labels, image_labels, centroids) -> None:

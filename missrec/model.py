@@ -101,12 +101,16 @@ class MISSRec(SequentialModel):
         self.LayerNorm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
         self.dropout = nn.Dropout(c.dropout)
         self.text_adaptor = nn.Linear(c.text_dim, c.hidden_size)
-        self.img_adaptor = nn.Linear(c.image_dim, c.hidden_size)
-        self.fusion_factor = nn.Parameter(torch.tensor(0.0))
+        # image_dim None: a text-only model (no image modality at all, not zero image rows).
+        self.img_adaptor = nn.Linear(c.image_dim, c.hidden_size) if c.image_dim is not None else None
+        # The text/image fusion weight exists only with two modalities (an unused parameter would
+        # also break multi-process training, where every parameter must get a gradient).
+        self.fusion_factor = nn.Parameter(torch.tensor(0.0)) if self.img_adaptor is not None else None
         self.item_embedding = nn.Embedding(c.n_items + 1, c.hidden_size, padding_idx=0) if c.use_id else None
         self.apply(self._init_weights)
-        with torch.no_grad():
-            self.fusion_factor.zero_()
+        if self.fusion_factor is not None:
+            with torch.no_grad():
+                self.fusion_factor.zero_()
 
     def _init_weights(self, module):
         std = self.config.initializer_range
@@ -136,6 +140,13 @@ class MISSRec(SequentialModel):
         return trainable, sum(p.numel() for p in self.parameters())
 
     # ------------------------------------------------------------------ sequence side
+    def adapt(self, ids: torch.Tensor, items: ItemTable, text_table: torch.Tensor | None = None) -> torch.Tensor:
+        """Sum of the adapted modality vectors of the given item ids (the sequence input)."""
+        x = self.text_adaptor((items.text if text_table is None else text_table)[ids])
+        if self.img_adaptor is not None:
+            x = x + _adapt(self.img_adaptor, items, ids)
+        return x
+
     def forward(self, seq: torch.Tensor, length: torch.Tensor, items: ItemTable,
                 text_table: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """User vectors [B, H] (L2-normalised) and the interest regulariser (scalar).
@@ -161,8 +172,7 @@ class MISSRec(SequentialModel):
         # Adapt each distinct item of the batch once (far fewer rows than B x L positions), then
         # scatter back: the adaptors are linear per row, so this is exact.
         uniq, inv = torch.unique(seq, return_inverse=True)
-        t = (items.text if text_table is None else text_table)[uniq]
-        x = (self.text_adaptor(t) + self.img_adaptor(items.image[uniq]))[inv]
+        x = self.adapt(uniq, items, text_table)[inv]
         x = x + self.position_embedding.weight[:L].unsqueeze(0)
         if self.item_embedding is not None:
             x = x + self.item_embedding(seq)
@@ -221,8 +231,7 @@ class MISSRec(SequentialModel):
             tok_row = torch.arange(B, device=dev).repeat_interleave(n_int)
 
         uniq, inv = torch.unique(flat, return_inverse=True)
-        t = (items.text if text_table is None else text_table)[uniq]
-        x = (self.text_adaptor(t) + _adapt(self.img_adaptor, items, uniq))[inv]
+        x = self.adapt(uniq, items, text_table)[inv]
         x = x + self.position_embedding.weight[flat_pos]
         if self.item_embedding is not None:
             x = x + self.item_embedding(flat)
@@ -266,24 +275,32 @@ class MISSRec(SequentialModel):
     # ------------------------------------------------------------------ item side
     def item_reps(self, items: ItemTable, ids: torch.Tensor | None = None,
                   text_feats: torch.Tensor | None = None, image_feats: torch.Tensor | None = None):
-        """Normalised adapted text / image vectors (and ID vectors) of the given item ids.
+        """Normalised adapted text / image vectors (and ID vectors) of the given item ids; the image
+        vectors are None for a text-only model (``image_dim`` None).
 
         ``ids=None`` means every item 1..n_items, taken as views of the tables (no gather copy).
         """
         t = items.text[1:] if ids is None else items.text[ids]
         t = t if text_feats is None else text_feats
         rt = F.normalize(self.text_adaptor(t), dim=-1)
-        rv = (_adapt(self.img_adaptor, items, ids, normalize=True) if image_feats is None else
-              F.normalize(self.img_adaptor(image_feats), dim=-1))
+        rv = None  # a text-only model has no image score
+        if self.img_adaptor is not None:
+            rv = (_adapt(self.img_adaptor, items, ids, normalize=True) if image_feats is None else
+                  F.normalize(self.img_adaptor(image_feats), dim=-1))
         re = None
         if self.item_embedding is not None:
             e = self.item_embedding.weight[1:] if ids is None else self.item_embedding(ids)
             re = F.normalize(e, dim=-1)
         return rt, rv, re
 
-    def fuse(self, s_t: torch.Tensor, s_v: torch.Tensor, s_id: torch.Tensor | None) -> torch.Tensor:
-        """Cosine-scale scores; w = softmax(phi * [s_t, s_v]) without a [..., 2] tensor."""
-        if self.config.fusion == "static":
+    def fuse(self, s_t: torch.Tensor, s_v: torch.Tensor | None, s_id: torch.Tensor | None) -> torch.Tensor:
+        """Cosine-scale scores; w = softmax(phi * [s_t, s_v]) without a [..., 2] tensor.
+
+        ``s_v`` None (a text-only model): the text score alone stands for the modalities.
+        """
+        if s_v is None:
+            s = s_t
+        elif self.config.fusion == "static":
             s = 0.5 * (s_t + s_v)
         else:
             d = s_t - s_v  # computed once (the [B, n_items] passes dominate the full softmax's cost)
@@ -296,8 +313,8 @@ class MISSRec(SequentialModel):
         """[B, M] logits of user vectors against candidate reps (from item_reps)."""
         rt, rv, re = reps
         s_id = None if re is None else u @ re.t()
-        # One image vector broadcast to every item (text-only data, see _adapt): one score column.
-        s_v = u @ rv[:1].t() if rv.shape[0] > 1 and rv.stride(0) == 0 else u @ rv.t()
+        # One image vector broadcast to every item (zero image rows, see _adapt): one score column.
+        s_v = None if rv is None else (u @ rv[:1].t() if rv.shape[0] > 1 and rv.stride(0) == 0 else u @ rv.t())
         return self.fuse(u @ rt.t(), s_v, s_id) / self.config.temperature
 
     # ------------------------------------------------------------------ the contract (missrec/seqmodel.py)
@@ -305,8 +322,8 @@ class MISSRec(SequentialModel):
     def config_for(cls, ds, options: dict, *, mode: str = "transductive") -> MISSRecConfig:
         use_id = mode == "transductive"
         tdim = ds.features["text"].shape[1]
-        # No image features (a text-only catalogue): zero rows, as for any item without an image.
-        idim = ds.features["image"].shape[1] if "image" in ds.features else tdim
+        # No image features (a text-only catalogue): a text-only model (image_dim None).
+        idim = ds.features["image"].shape[1] if "image" in ds.features else None
         return MISSRecConfig(**cls.config_fields(options), text_dim=tdim, image_dim=idim, use_id=use_id,
                              n_items=ds.n_items if use_id else 0)
 
@@ -316,7 +333,9 @@ class MISSRec(SequentialModel):
         tdim = ds.features["text"].shape[1]
         idim = ds.features["image"].shape[1] if "image" in ds.features else None
         have = (stored.get("text_dim"), stored.get("image_dim"))
-        if (have[0], have[1] if idim is None else idim) != (tdim, have[1]):
+        # A text-only checkpoint ignores a target's images; one with an image modality reads zero
+        # image rows on a text-only target. The dims that are used must match.
+        if have[0] != tdim or None not in (have[1], idim) and have[1] != idim:
             raise UserError(source, f"expects text/image features of dims {have[0]}/{have[1]}, but {ds.folder} "
                                     f"has {tdim}/{idim} (extract them with the same CLIP model)")
         use_id = mode == "transductive"
@@ -327,8 +346,10 @@ class MISSRec(SequentialModel):
         return self.config.use_id
 
     def make_items(self, ds, device=None) -> ItemTable:
-        # A text-only catalogue gets zero image rows of the model's image dim.
-        return ItemTable.from_dataset(ds, self.config.hidden_size, device=device, image_dim=self.config.image_dim)
+        # A text-only model reads no image table; a model with an image modality on a text-only
+        # catalogue gets zero image rows of its image dim.
+        return ItemTable.from_dataset(ds, self.config.hidden_size, device=device, image_dim=self.config.image_dim,
+                                      text_only=self.config.image_dim is None)
 
     def encode(self, seq, length, items: ItemTable = None) -> torch.Tensor:
         return self(seq, length, items)[0]
@@ -343,7 +364,8 @@ class MISSRec(SequentialModel):
     def score_pairs(self, user, cands, ids) -> torch.Tensor:
         rt, rv, re = (None if r is None else r[ids - 1] for r in cands)
         s_id = None if re is None else (user * re).sum(-1)
-        return self.fuse((user * rt).sum(-1), (user * rv).sum(-1), s_id) / self.config.temperature
+        s_v = None if rv is None else (user * rv).sum(-1)
+        return self.fuse((user * rt).sum(-1), s_v, s_id) / self.config.temperature
 
     def loss(self, batch: dict, items: ItemTable = None) -> dict:
         """Softmax cross-entropy over every item (padding excluded) and the interest regulariser."""
@@ -379,6 +401,8 @@ class MISSRec(SequentialModel):
         with a note); fit the position table to this model's max_seq_length (rows count from the oldest
         item: a shorter table keeps the first rows, a longer one starts its extra rows fresh)."""
         c = self.config
+        if self.fusion_factor is None:
+            state.pop("fusion_factor", None)  # text-only checkpoints written before it was left out
         pos = state.get("position_embedding.weight")
         if pos is not None and pos.shape[0] != c.max_seq_length:
             fresh = self.position_embedding.weight.detach().clone()
@@ -407,10 +431,25 @@ class MISSRec(SequentialModel):
         return {"item_embedding.weight"}  # a new ID table keeps its fresh initialisation
 
     @classmethod
+    def card_tags_for(cls, config: dict) -> tuple[str, ...]:
+        return ("multimodal" if config.get("image_dim") else "text-only", "pretrain-then-transfer")
+
+    def data_notes(self, ds) -> list[str]:
+        if self.config.image_dim is None:
+            return ["text features only, a text-only model"
+                    + (" (the dataset's image features are not used)" if "image" in ds.features else "")]
+        if "image" not in ds.features:
+            return [f"no image features ({ds.name}.feat3CLS absent): zero rows for all {ds.n_items} items "
+                    "(the model has an image adaptor)"]
+        return []
+
+    @classmethod
     def card_summary(cls, config: dict) -> str:
         mode = "transductive (item IDs + modalities)" if config.get("use_id") else "inductive (modalities only)"
+        image = ("no image features" if config.get("image_dim") is None
+                 else f"image features of dim {config.get('image_dim')}")
         return ("Multi-modal interest-aware sequential recommender (MISSRec, ACM MM 2023), "
-                f"{mode}; text features of dim {config.get('text_dim')}, image features of dim {config.get('image_dim')}.")
+                f"{mode}; text features of dim {config.get('text_dim')}; {image}.")
 
 
 def _covers(path: Path, n_items: int) -> bool:

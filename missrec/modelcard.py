@@ -97,7 +97,7 @@ def card_metadata(config: dict, results: dict | None = None, model_cls=None) -> 
     results = results or {}
     meta: dict = {"library_name": "missrec", "license": "mit",
                   "tags": ["recommendation", "sequential-recommendation", kind]
-                  + list(getattr(model_cls, "card_tags", ()))}
+                  + list(model_cls.card_tags_for(config) if model_cls is not None else ())}
     dataset = _one_line(results["dataset"]) if results.get("dataset") else None  # YAML quotes the rest
     if dataset:
         meta["datasets"] = [dataset]

@@ -95,7 +95,7 @@ class PretrainObjective(nn.Module):
         u2, reg2 = m(seq2, len2, items, text_table=text2)
 
         rt, rv, _ = m.item_reps(items, target)
-        rt, rv = gather_with_grad(rt), gather_with_grad(rv)
+        rt, rv = gather_with_grad(rt), None if rv is None else gather_with_grad(rv)  # rv None: text-only
         rank, _ = _world()
         labels = torch.arange(seq.shape[0], device=seq.device) + rank * seq.shape[0]
         logits = m.logits(u, (rt, rv, None))

@@ -71,6 +71,16 @@ class SequentialModel(nn.Module):
     card_tags: tuple[str, ...] = ()
     card_files: tuple[str, ...] = ()  # files beside config.json + model.safetensors
 
+    @classmethod
+    def card_tags_for(cls, config: dict) -> tuple[str, ...]:
+        """The model card's tags for a checkpoint of this config."""
+        return cls.card_tags
+
+    def data_notes(self, ds) -> list[str]:
+        """Lines a run prints about the data this model reads (e.g. an absent optional feature file)."""
+        return [f"no {f} features ({ds.name}.{FEATURE_SUFFIXES[f]} absent): zero rows for all {ds.n_items} items"
+                for f in self.optional_features if f not in ds.features]
+
     # ------------------------------------------------------------------ building
     @classmethod
     def config_fields(cls, options: dict) -> dict:

@@ -72,12 +72,14 @@ class FinetuneTask(_Task):
         self.fargs = fargs
         self.objective = FinetuneObjective(model, gamma_reg=args.gamma_reg)
 
-    def evaluate(self, split_name: str, acc) -> dict:
+    def evaluate(self, split_name: str, acc, return_ranks: bool = False):
+        """Metrics of one split; with ``return_ranks`` also each row's rank (see evaluate.evaluate)."""
         was = self.model.training
         self.model.eval()
         m = evaluate(ModelScorer(self.model, self.items), self.splits[split_name], self.n_items,
                      ks=self.fargs.ks_tuple, batch_size=self.args.eval_batch_size,
-                     mask_history=self.fargs.mask_history, accelerator=acc, progress=False)
+                     mask_history=self.fargs.mask_history, accelerator=acc, progress=False,
+                     return_ranks=return_ranks)
         self.model.train(was)
         return m
 

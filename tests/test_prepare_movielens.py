@@ -233,8 +233,8 @@ def test_real_ml1m_recbole_files_if_present(tmp_path):
 
 @pytest.mark.parametrize("modalities", [["text"], ["text", "image"]])
 def test_features_and_training_without_images(tmp_path, capsys, modalities):
-    """No images: text-only extraction leaves feat3CLS absent; text+image writes zero rows, counted as
-    missing. Training works either way, with and without item IDs."""
+    """No images: text-only extraction leaves feat3CLS absent (a text-only model trains); text+image
+    writes zero rows, counted as missing. Training works either way, with and without item IDs."""
     import numpy as np
     import torch
 
@@ -262,10 +262,13 @@ def test_features_and_training_without_images(tmp_path, capsys, modalities):
         assert not np.asarray(read_features(folder / "ml-tiny.feat3CLS", n_items=5)).any()
     else:
         assert not (folder / "ml-tiny.feat3CLS").exists()
+        # The absent modality is recorded as absent: no image encoder, no image counts.
+        assert "feat3CLS" not in meta["encoder"]["files"] and "feat3CLS" not in meta["feature_counts"]
+    assert meta["modalities"] == modalities
     capsys.readouterr()
     for mode in ("transductive", "inductive"):
         res = finetune(["--data_root", str(tmp_path / "data"), "--dataset", "ml-tiny", "--mode", mode, "--epochs", "1",
                         "--hidden_size", "16", "--n_heads", "2", "--inner_size", "16", "--output_dir", str(tmp_path / mode),
                         "--progress", "false", "--plot", "false"])
         assert 0 <= res["test"]["recall@10"] <= 1
-    assert ("zero rows for all 5 items" in capsys.readouterr().out) == ("image" not in modalities)
+    assert ("a text-only model" in capsys.readouterr().out) == ("image" not in modalities)

@@ -397,9 +397,11 @@ def _counts_meta(summary: dict, previous: dict | None) -> dict:
 def _write_catalogue_meta(cat: Catalogue, summary: dict, head: dict) -> dict:
     prev = read_meta(cat.folder / f"{cat.prefix}.meta.json") or {}
     kept = [s for s in SUFFIX.values() if s not in summary and (cat.folder / f"{cat.prefix}.{s}").is_file()]
+    # The modalities whose feature files exist: an absent one is recorded as absent, not as an encoder.
+    modalities = [m for m in ("text", "image") if SUFFIX[m] in summary or SUFFIX[m] in kept]
     return write_meta(cat.folder, cat.prefix, n_items=len(cat),
                       encoder=_encoder_meta(summary, prev.get("encoder"), head, kept),
-                      extra={"feature_counts": _counts_meta(summary, prev)})
+                      extra={"feature_counts": _counts_meta(summary, prev), "modalities": modalities})
 
 
 def _print_summary(prefix: str, summary: dict, secs: float) -> None:

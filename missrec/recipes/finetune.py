@@ -9,7 +9,8 @@ a name from checkpoints/registry.json or a Hugging Face Hub repo id; "none" trai
 With a pretrained model, parameter-efficient finetuning is the default: only the modality
 adaptors, the input LayerNorm, the fusion scalar and (transductive) the item-ID table train.
 
-Writes to --output_dir: best/ (checkpoint), results.json, results.md, curves.png, and the newest
+Writes to --output_dir: best/ (checkpoint), results.json, results.md, curves.png, test_ranks.npy
+(each test row's rank, for per-user paired comparisons), and the newest
 checkpoint-<epoch>/ (optimizer + trainer state), so --resume_from latest continues a killed run.
 """
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Optional
 from missrec.args import DATASET, TrainArgs, at_least, check_fields, check_metric, one_of, parse_ks, with_defaults
 from missrec.cli import entry_status, run
 
+TEST_RANKS = "test_ranks.npy"
 # An epoch checkpoint every epoch (only the newest kept) makes --resume_from latest lose at most one epoch.
 FinetuneTrainArgs = with_defaults(TrainArgs, "FinetuneTrainArgs", "The training loop's options, with finetuning's defaults.",
                                   output_dir="outputs/finetune", epochs=300, train_batch_size=512, interest_ratio=0.5,
@@ -80,6 +82,16 @@ def open_pretrained(fargs, data_folder):
     return ckpt
 
 
+def write_test_ranks(path: Path, ranks) -> None:
+    """Each test row's 1-based rank (int64 .npy, test-split row order = one row per user): per-user
+    metrics for paired comparisons (missrec.evaluate.per_row_metrics, missrec/recipes/transfer.py)."""
+    import numpy as np
+
+    from missrec.fsutil import atomic_path
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, np.asarray(ranks, dtype=np.int64), allow_pickle=False)
+
+
 def write_reports(out: Path, results: dict, history: list, plot: bool) -> None:
     from missrec.reports import write_reports as write
     write(out, results, history, plot=plot,
@@ -130,8 +142,8 @@ def finetune(argv=None, *, drop_foreign_options: bool = False) -> dict:
     acc.print(f"{fargs.dataset}: {n_items} items, {len(ds.splits['train'])} train / {len(ds.splits['valid'])} valid / "
               f"{len(ds.splits['test'])} test rows; model {fargs.model}, mode {fargs.mode}, pretrained {fargs.pretrained}, "
               f"peft {fargs.peft}: {trainable:,} trainable of {total:,} parameters")
-    for f in (f for f in cls.optional_features if f not in ds.features):
-        acc.print(f"{fargs.dataset}: no {f} features ({fargs.dataset}.{FEATURE_SUFFIXES[f]} absent): zero rows for all {n_items} items")
+    for line in model.data_notes(ds):
+        acc.print(f"{fargs.dataset}: {line}")
     items = model.make_items(ds, acc.device)
     out = Path(targs.output_dir)
     task = FinetuneTask(model, items, ds.splits, targs, fargs, n_items=n_items)
@@ -144,12 +156,15 @@ def finetune(argv=None, *, drop_foreign_options: bool = False) -> dict:
     best = load_model(out / "best").to(acc.device)
     best.load_item_state(items, out / "best")
     task.model = best
+    valid = task.evaluate("valid", acc)
+    test, test_ranks = task.evaluate("test", acc, return_ranks=True)  # the one read of the test split
     results = {"dataset": fargs.dataset, "model": fargs.model, "mode": fargs.mode, "pretrained": fargs.pretrained, "peft": fargs.peft,
-               "metric": fargs.metric, "valid": task.evaluate("valid", acc), "test": task.evaluate("test", acc),
+               "metric": fargs.metric, "valid": valid, "test": test, "test_ranks": TEST_RANKS,
                "best_epoch": state.best_epoch, "epochs_run": state.epoch, "trainable_params": trainable,
                "total_params": total, "history": state.history, "num_processes": acc.num_processes,
                "throughput": trainer.throughput, "features": (ds.meta or {}).get("encoder")}
     if acc.is_main_process:
+        write_test_ranks(out / TEST_RANKS, test_ranks)
         write_reports(out, results, state.history, fargs.plot)
         from missrec.modelcard import write_model_card
         write_model_card(out / "best", results, type(best))  # the model card, now with the test metrics

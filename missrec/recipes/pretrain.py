@@ -69,7 +69,7 @@ def pretrain(argv=None):
                                            "pretraining is MISSRec's")
     with acc.main_process_first():
         ds = load_dataset(pargs.data_root, pargs.dataset, splits=("train",),
-                          max_len=history_length(MISSRec, margs.given(), ckpt), require_features=("text", "image"))
+                          max_len=history_length(MISSRec, margs.given(), ckpt), require_features=("text",))
     if ds.domains is None:
         acc.print(f"note: {pargs.dataset} has no .pt_datasets file; pretraining on it as a single domain")
     from accelerate.utils import set_seed
@@ -80,6 +80,8 @@ def pretrain(argv=None):
         model = create_model("missrec", ds, options=margs.given(), runtime=targs.runtime(), mode="inductive",
                              announce=acc.print)
     model.config.source = {"pretrained_on": pargs.dataset, "domains": ds.domains or [pargs.dataset]}
+    for line in model.data_notes(ds):  # e.g. a text-only corpus: a text-only model
+        acc.print(f"{pargs.dataset}: {line}")
     items = model.make_items(ds, acc.device)
     acc.print(f"corpus {pargs.dataset}: {len(ds.domains or [1])} domain(s), {items.n_items} items, "
               f"{len(ds.splits['train'])} training sequences; {sum(p.numel() for p in model.parameters()):,} parameters; "
