@@ -1,4 +1,4 @@
-"""Graph baselines and MISSRec in one table for a dataset (see missrec/recipes/compare.py)."""
+"""Every model on one dataset folder, one protocol, one table (see missrec/recipes/compare.py and --help)."""
 from missrec.cli import run
 from missrec.recipes.compare import main
 
