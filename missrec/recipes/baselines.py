@@ -128,6 +128,16 @@ def adapt_batch_size(model: str, defaults: dict, cfg: dict, n_train: int, min_st
         f"--min_steps {min_steps}; set batch_size to override)")
 
 
+def below_popularity(results: dict, metric: str) -> str:
+    """A printed warning when the model's VALIDATION ``metric`` is below popularity's (empty if not)."""
+    v, p = results["valid"].get(metric), results["popularity"]["valid"].get(metric)
+    if v is None or p is None or v >= p:
+        return ""
+    return (f"warning: {results['model']}: validation {metric} {v:.4f} is below popularity's {p:.4f} with these "
+            f"settings (best epoch {results['best_epoch']} of {results['epochs_run']}); its defaults were not tuned "
+            f"for this dataset: choose hyper-parameters on validation (baselines/configs/ has tuned examples)")
+
+
 def popularity(data) -> tuple[torch.Tensor, torch.Tensor]:
     """Embeddings scoring every item by its training count (the floor every model should clear)."""
     cnt = np.bincount(data.train_indices, minlength=data.n_items).astype(np.float32)
@@ -193,6 +203,10 @@ def main(argv=None):
                           {"valid_ratio": dargs.valid_ratio, "valid_seed": dargs.valid_seed,
                            "valid": {str(data.info["user_ids"][u]): [int(data.info["item_ids"][i]) for i in v]
                                      for u, v in enumerate(data.valid) if len(v)}})
+    below = below_popularity(results, fargs.metric)
+    if below:
+        results.setdefault("notes", []).append(below)
+        print(below, flush=True)
     from ..graph.loop import write_reports
     write_reports(Path(fargs_out), results, fargs.plot)
     t, p = results["test"], results["popularity"]["test"]

@@ -134,8 +134,11 @@ def _run_one(name: str, seed: int, out: Path, a, data_root: str) -> dict:
     r = json.loads(done.read_text(encoding="utf-8"))
     wall = json.loads(timing.read_text(encoding="utf-8"))["wall_seconds"]
     params = r.get("params", r.get("total_params"))
-    return {"model": name, "seed": seed, "test": {k: r["test"].get(k) for k in COLS}, "best_epoch": r.get("best_epoch"),
-            "epochs_run": r.get("epochs_run"), "wall_seconds": wall, "params": params,
+    # Epochs counted from 1 in the table (a recipe whose history starts at epoch 0 is shifted).
+    shift = 1 if (r.get("history") or [{}])[0].get("epoch") == 0 else 0
+    best = None if r.get("best_epoch") is None else r["best_epoch"] + shift
+    return {"model": name, "seed": seed, "test": {k: r["test"].get(k) for k in COLS}, "best_epoch": best,
+            "epochs_run": len(r.get("history") or []) or r.get("epochs_run"), "wall_seconds": wall, "params": params,
             "trainable_params": r.get("trainable_params", params), "output_dir": str(out)}
 
 
