@@ -1,4 +1,4 @@
-"""Graph baselines and MISSRec in one table for a dataset (see missrec/recipes/compare.py)."""
+"""Every model on one dataset folder, one protocol, one table (see missrec/recipes/compare.py and --help)."""
 import sys
 
 from missrec.recipes.compare import main

@@ -21,9 +21,7 @@ import numpy as np
 import torch
 
 from .errors import DataError, OptionError
-
-
-DEFAULT_KS = (10, 20, 50)
+from .ranking import DEFAULT_KS, ranking_metrics
 
 
 @torch.no_grad()
@@ -72,19 +70,9 @@ def _no_nan(x: torch.Tensor) -> torch.Tensor:
 
 
 def metrics_from_ranks(ranks, ks: Iterable[int] = DEFAULT_KS) -> dict[str, float]:
-    """Means over rows of Recall@K (= hit, one target per row) and NDCG@K = 1/log2(rank+1) if rank <= K."""
-    r = (ranks if torch.is_tensor(ranks) else torch.as_tensor(np.asarray(ranks))).to(torch.float64).reshape(-1)
-    if r.numel() == 0:
-        raise ValueError("no rows to compute metrics from")
-    if bool((r < 1).any()):
-        raise ValueError("ranks are 1-based; got a rank < 1")
-    out = {}
-    gain = 1.0 / torch.log2(r + 1.0)
-    for k in ks:
-        hit = r <= k
-        out[f"recall@{k}"] = float(hit.to(torch.float64).mean())
-        out[f"ndcg@{k}"] = float(torch.where(hit, gain, torch.zeros_like(gain)).mean())
-    return out
+    """Means over rows of Recall@K (= hit, one target per row) and NDCG@K = 1/log2(rank+1) if rank <= K
+    (:func:`missrec.ranking.ranking_metrics` with one target per row)."""
+    return ranking_metrics(ranks, None, ks, names=("recall", "ndcg"))
 
 
 def _shard(n_rows: int, batch_size: int, world: int, rank: int) -> tuple[int, int]:

@@ -55,19 +55,22 @@ def test_one_sided_normalisation_matches_dense_reference():
     assert m.to_dense()[0, 1] == 2 and m.to_dense()[2, 3] == 1 and m._nnz() == 2
 
 
-def _hand_metrics(scores, truth, masked, k, legacy=False):
-    """Straight from the definitions: sort, cut at K, count."""
+def _hand_metrics(scores, truth, masked, k, legacy=False, kmax=None):
+    """Straight from the definitions: sort, cut at K, count (legacy: the ideal DCG is over the hits
+    within the top ``kmax`` = max(ks), cut at K, as MMSSL's batch_test.py + metrics.py)."""
     out = {"recall": [], "precision": [], "ndcg": [], "hit": []}
     for u, gt in enumerate(truth):
         if not len(gt):
             continue
         s = scores[u].copy()
         s[list(masked[u])] = -np.inf
-        order = [i for i in np.argsort(-s, kind="stable") if i not in masked[u]][:k]
+        ranked = [i for i in np.argsort(-s, kind="stable") if i not in masked[u]]
+        order = ranked[:k]
         rel = [1.0 if i in set(gt) else 0.0 for i in order]
         hits = sum(rel)
         dcg = sum(r / math.log2(j + 2) for j, r in enumerate(rel))
-        n_ideal = int(hits) if legacy else min(len(gt), k)
+        hits_kmax = sum(1 for i in ranked[:kmax or k] if i in set(gt))
+        n_ideal = min(hits_kmax, k) if legacy else min(len(gt), k)
         idcg = sum(1 / math.log2(j + 2) for j in range(n_ideal))
         out["recall"].append(hits / len(gt))
         out["precision"].append(hits / k)
@@ -92,7 +95,7 @@ def test_multi_item_metrics_match_hand_computation(legacy):
     got = evaluate_multi(torch.from_numpy(ue), torch.from_numpy(ie), np.arange(n_users), truth, (indptr, indices),
                          ks=(3, 5, 10), ndcg="legacy" if legacy else "standard", batch_size=5)
     for k in (3, 5, 10):
-        want = _hand_metrics(scores, truth, masked, k, legacy)
+        want = _hand_metrics(scores, truth, masked, k, legacy, kmax=10)
         for key, v in want.items():
             assert got[key] == pytest.approx(v, abs=1e-9), key
     assert got["users"] == sum(len(t) > 0 for t in truth)

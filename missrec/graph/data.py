@@ -313,40 +313,162 @@ def load_slmrec(folder: str | os.PathLike, name: str, valid_ratio: float = 0.1, 
 
 
 # ------------------------------------------------------------------------------------ atomic
-def load_atomic(root: str | os.PathLike, name: str, max_len: int = 100000,
-                modalities: Sequence[str] = ("text", "image")) -> GraphData:
+def _covers(known: str, hist: str) -> bool:
+    """Whether the tokens of ``hist`` are the last tokens of ``known`` (whole tokens only)."""
+    n = len(known) - len(hist)
+    return known.endswith(hist) and (n == 0 or (n > 0 and known[n - 1] == " "))
+
+
+class _EdgeBuffer:
+    """Training keys ``user * n_items + item``, de-duplicated whenever more than ``flush`` have
+    accumulated, so memory stays proportional to the distinct interactions."""
+
+    def __init__(self, n_items: int, flush: int = 1 << 20):
+        self.n_items, self.flush = n_items, flush
+        self.parts: list[np.ndarray] = []
+        self.pending: list[int] = []
+        self.size = 0
+
+    def add_one(self, user: int, item: int) -> None:
+        self.pending.append(user * self.n_items + item)
+        self.size += 1
+        if self.size > self.flush:
+            self._compact()
+
+    def add(self, user: int, items: np.ndarray) -> None:
+        self.parts.append(user * self.n_items + items)
+        self.size += len(items)
+        if self.size > self.flush:
+            self._compact()
+
+    def _compact(self) -> None:
+        self.parts = [self.keys()]
+        self.pending = []
+        self.size = len(self.parts[0])
+        self.flush = max(self.flush, 2 * self.size)
+
+    def keys(self) -> np.ndarray:
+        parts = self.parts + [np.asarray(self.pending, dtype=np.int64)]
+        return np.unique(np.concatenate(parts))
+
+
+class _InterTokens:
+    """Item tokens of one ``.inter`` file -> 0-based item indices, every token checked as
+    :func:`missrec.data.atomic.read_inter` checks it (errors name the file and line)."""
+
+    def __init__(self, path: Path, n_items: int, domain_items: Sequence[int] | None):
+        from ..data.atomic import _parse_token
+
+        self.path, self.n_items, self.domain_items, self._parse = path, n_items, domain_items, _parse_token
+        self.offsets = None if domain_items is None else np.r_[0, np.cumsum(domain_items)[:-1]].tolist()
+
+    def one(self, tok: str, line: int) -> int:
+        if self.offsets is None:
+            try:
+                i = int(tok)
+                if 0 <= i < self.n_items:
+                    return i
+            except ValueError:
+                pass
+        return self._parse(tok, self.path, line, self.domain_items, self.offsets, self.n_items)
+
+    def items(self, text: str, line: int) -> np.ndarray:
+        toks = text.split()
+        if self.offsets is None:
+            try:
+                out = np.array(toks, dtype=np.int64)  # C-speed parse; any bad token -> exact error below
+                if not len(out) or (out.min() >= 0 and out.max() < self.n_items):
+                    return out
+            except (ValueError, OverflowError):
+                pass
+        return np.array([self._parse(t, self.path, line, self.domain_items, self.offsets, self.n_items)
+                         for t in toks], dtype=np.int64)
+
+
+def read_atomic_graph(folder: Path, name: str, n_items: int, domain_items: Sequence[int] | None = None):
+    """Stream ``<name>.{train,valid,test}.inter`` into user ids, training keys and held-out items.
+
+    Returns ``(user_tokens, train_keys, valid, test)``: user tokens in order of first appearance
+    (train, valid, test), the sorted distinct keys ``user * n_items + item`` of the training graph
+    (every item of the train rows' histories and targets and of the valid rows' histories), and
+    per user the sorted held-out valid / test items.
+
+    Nothing is padded. A history is parsed only when its items are not already known: the
+    layout's rows of one user follow each other (history + target of one row = the next row's
+    history, or that with its oldest items dropped when histories are capped), so per user we
+    keep the last row's ``"history target"`` string and skip a history that is its tail (a string
+    comparison, whole tokens only); any other history is parsed. Keys are de-duplicated as they
+    accumulate. Time is linear in the files' size, memory in the distinct interactions."""
+    from ..data.atomic import INTER_HEADER, _err, _require, _utf8_lines
+
+    users: dict[str, int] = {}
+    edges = _EdgeBuffer(n_items)
+    held: dict[str, list[tuple[int, int]]] = {"valid": [], "test": []}
+    known: dict[int, str] = {}  # user -> tokens (space-joined) all of which are training edges
+    for split in ("train", "valid", "test"):
+        path = _require(folder / f"{name}.{split}.inter")
+        tokens = _InterTokens(path, n_items, domain_items)
+        rows = 0
+        with _utf8_lines(path) as f:
+            header = f.readline().rstrip("\n").rstrip("\r")
+            if header.split("\t") != INTER_HEADER.split("\t"):
+                raise _err(path, f"bad header {header!r}; expected {INTER_HEADER!r}", 1)
+            for lineno, line in enumerate(f, start=2):
+                line = line.rstrip("\n").rstrip("\r")
+                if not line:
+                    continue
+                parts = line.split("\t")
+                if len(parts) != 3:
+                    raise _err(path, f"expected 3 tab-separated fields, got {len(parts)}", lineno)
+                user, hist, target = parts[0], parts[1].strip(), parts[2].strip()
+                if not hist:
+                    raise _err(path, "empty history (item_id_list)", lineno)
+                u = users.setdefault(user, len(users))
+                t = tokens.one(target, lineno)
+                rows += 1
+                if split == "test":  # its history holds the validation target: not a training edge
+                    tokens.items(hist, lineno)  # still checked
+                    held[split].append((u, t))
+                    continue
+                prev = known.get(u)
+                if prev is None or not _covers(prev, hist):
+                    edges.add(u, tokens.items(hist, lineno))
+                if split == "train":
+                    edges.add_one(u, t)
+                    known[u] = f"{hist} {target}"
+                else:
+                    held[split].append((u, t))
+        if rows == 0:
+            raise _err(path, "has no rows (only the header): every split needs at least one user; "
+                             "re-create the split files")
+    out = {}
+    for split, pairs in held.items():
+        rows_ = [[] for _ in range(len(users))]
+        for u, i in pairs:
+            rows_[u].append(i)
+        out[split] = [np.unique(np.asarray(r, dtype=np.int64)) for r in rows_]
+    return list(users), edges.keys(), out["valid"], out["test"]
+
+
+def load_atomic(root: str | os.PathLike, name: str, max_len: int | None = None,
+                modalities: Sequence[str] | None = ("text", "image")) -> GraphData:
     """One of this project's dataset folders. The training graph holds every item of the train
     rows (histories and targets) and of the validation rows' histories: with the leave-one-out
     layout that is each user's ``items[:-2]``, i.e. exactly what MISSRec trains on, including
-    users too short to have a train row. Valid/test targets are the held-out items."""
+    users too short to have a train row. Valid/test targets are the held-out items.
+
+    The ``.inter`` files are streamed (:func:`read_atomic_graph`), never padded into
+    ``[rows, max_len]`` arrays: memory is proportional to the interactions. ``max_len`` is
+    accepted for compatibility and ignored (every history item is an edge). ``modalities=None``
+    loads whichever of ``text`` and ``image`` the folder has (``text_aug``, the pretraining
+    augmentation, is never a modality unless named)."""
     from ..data.atomic import load_dataset
 
-    ds = load_dataset(root, name, max_len=max_len, require_features=tuple(modalities))
-    users: dict[str, int] = {}
-    for s in ("train", "valid", "test"):
-        for tok in ds.splits[s].user:
-            users.setdefault(str(tok), len(users))
-    n_users, n_items = len(users), ds.n_items
-    pu, pi = [], []
-    for s, with_target in (("train", True), ("valid", False)):
-        sp = ds.splits[s]
-        uid = np.fromiter((users[str(t)] for t in sp.user), np.int64, len(sp))
-        valid_pos = np.arange(sp.seq.shape[1])[None, :] < sp.length[:, None]
-        pu.append(np.broadcast_to(uid[:, None], sp.seq.shape)[valid_pos])
-        pi.append(np.asarray(sp.seq)[valid_pos])
-        if with_target:
-            pu.append(uid)
-            pi.append(np.asarray(sp.target))
-    held = {}
-    for s in ("valid", "test"):
-        sp = ds.splits[s]
-        out = [[] for _ in range(n_users)]
-        for t, item in zip(sp.user, sp.target.tolist()):
-            out[users[str(t)]].append(item - 1)
-        held[s] = [np.asarray(sorted(set(r)), dtype=np.int64) for r in out]
-    feats = {m: np.asarray(ds.features[m], dtype=np.float32) for m in modalities}
-    ids = np.concatenate(pi) - 1
-    if len(ids) and ids.min() < 0:
-        raise DataFormatError(f"{ds.folder}: padding id 0 inside a history")
-    return GraphData.from_pairs(n_users, n_items, np.concatenate(pu), ids, held["valid"], held["test"],
-                                feats, name, {"format": "atomic", "folder": str(ds.folder), "user_ids": list(users)})
+    require = tuple(modalities) if modalities is not None else ()
+    ds = load_dataset(root, name, splits=(), require_features=require)  # item map, meta, features only
+    user_tokens, keys, valid, test = read_atomic_graph(ds.folder, name, ds.n_items, ds.domain_items)
+    n_users, n_items = len(user_tokens), ds.n_items
+    mods = require if modalities is not None else tuple(m for m in ("text", "image") if m in ds.features)
+    feats = {m: np.asarray(ds.features[m], dtype=np.float32) for m in mods}
+    return GraphData.from_pairs(n_users, n_items, keys // n_items, keys % n_items, valid, test,
+                                feats, name, {"format": "atomic", "folder": str(ds.folder), "user_ids": user_tokens})

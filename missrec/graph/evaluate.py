@@ -13,10 +13,12 @@ Recall@K = h_K / |G|, Precision@K = h_K / K, Hit@K = [h_K > 0],
 NDCG@K = DCG / IDCG with DCG = sum_{rank_t <= K} 1 / log2(rank_t + 1) and
 
 * ``ndcg="standard"``: IDCG over min(|G|, K) ideal hits;
-* ``ndcg="legacy"``: MMSSL's utility/metrics.py, IDCG = DCG of the *retrieved* hits sorted, i.e.
-  over h_K ideal hits (inflated; for comparisons with its published tables only).
+* ``ndcg="legacy"``: MMSSL's utility/batch_test.py + utility/metrics.py: the retrieved list is the
+  top max(ks) items and IDCG@K is the DCG of its hits sorted first, cut at K, i.e. over
+  min(h_{max(ks)}, K) ideal hits (inflated; for comparisons with its published tables only).
 
-Means are over users with a non-empty truth set.
+Means are over users with a non-empty truth set. The metrics themselves are computed from the
+ranks by :mod:`missrec.ranking`, the core the sequential evaluator uses too.
 """
 from __future__ import annotations
 
@@ -25,8 +27,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..evaluate import DEFAULT_KS, _no_nan
+from ..evaluate import _no_nan
 from ..errors import DataError, OptionError
+from ..ranking import DEFAULT_KS, ranking_metrics
 
 
 def _flatten(truth: Sequence[np.ndarray], users: np.ndarray):
@@ -89,34 +92,15 @@ def multi_ranks(user_emb: torch.Tensor, item_emb: torch.Tensor, users: np.ndarra
 
 def metrics_from_multi_ranks(lens: np.ndarray, ranks: np.ndarray, ks: Sequence[int] = DEFAULT_KS,
                              ndcg: str = "standard") -> dict[str, float]:
-    """Recall / Precision / NDCG / Hit @K averaged over users with ``lens > 0`` (see module doc)."""
-    if ndcg not in ("standard", "legacy"):
-        raise OptionError(f"ndcg must be 'standard' or 'legacy', got {ndcg!r}")
+    """Recall / Precision / NDCG / Hit @K averaged over users with ``lens > 0``, plus ``users``
+    (:func:`missrec.ranking.ranking_metrics`; see the module doc)."""
     lens = np.asarray(lens, dtype=np.int64)
-    ranks = np.asarray(ranks, dtype=np.float64)
     if len(ranks) != lens.sum():
         raise ValueError(f"{len(ranks)} ranks for {lens.sum()} truth items")
-    keep = lens > 0
-    if not keep.any():
+    if not (lens > 0).any():
         raise DataError("no user has held-out items to evaluate")
-    owner = np.repeat(np.arange(len(lens)), lens)
-    gain = 1.0 / np.log2(ranks + 1.0)
-    out = {}
-    n = int(keep.sum())
-    for k in ks:
-        inside = ranks <= k
-        hits = np.bincount(owner, weights=inside.astype(np.float64), minlength=len(lens))
-        dcg = np.bincount(owner, weights=np.where(inside, gain, 0.0), minlength=len(lens))
-        ideal_n = np.minimum(lens, k) if ndcg == "standard" else hits.astype(np.int64)
-        disc = np.r_[0.0, np.cumsum(1.0 / np.log2(np.arange(2, k + 2)))]  # disc[m] = IDCG of m hits
-        idcg = disc[ideal_n]
-        nd = np.divide(dcg, idcg, out=np.zeros_like(dcg), where=idcg > 0)
-        safe = np.maximum(lens, 1)
-        out[f"recall@{k}"] = float((hits / safe)[keep].mean())
-        out[f"precision@{k}"] = float((hits / k)[keep].mean())
-        out[f"ndcg@{k}"] = float(nd[keep].mean())
-        out[f"hit@{k}"] = float((hits > 0)[keep].mean())
-    out["users"] = n
+    out = ranking_metrics(ranks, lens, ks, ndcg)
+    out["users"] = int((lens > 0).sum())
     return out
 
 

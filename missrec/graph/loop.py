@@ -33,7 +33,7 @@ class FitArgs:
     eval_every: int = field(default=1, metadata={"help": "Validate every N epochs."})
     metric: str = field(default="recall@20", metadata={"help": "Validation metric that picks the best epoch."})
     ks: str = field(default="10,20,50", metadata={"help": "Cut-offs K (comma separated)."})
-    ndcg: str = field(default="standard", metadata={"help": "standard (ideal DCG over min(|GT|, K)) | legacy (MMSSL's: over the retrieved hits)."})
+    ndcg: str = field(default="standard", metadata={"help": "standard (ideal DCG over min(|GT|, K)) | legacy (MMSSL's: over min(hits within the top max(ks), K))."})
     eval_batch_size: int = field(default=1024, metadata={"help": "Users per evaluation batch."})
     test_graph: str = field(default="auto", metadata={"help": "Observed graph at test time: train | train+valid (each user's validation items added to the propagation graph and the masked items, no retraining) | auto (train+valid for the atomic and slmrec layouts, whose validation items precede or belong to the test-time history; train for mmssl, as its original)."})
     seed: int = field(default=2022, metadata={"help": "Seed of initialisation and sampling."})

@@ -51,12 +51,13 @@ class DataArgs:
     model_opts: str = field(default="", metadata={"help": "Model hyper-parameters overriding the config: 'key=value,key=value' (values parsed as YAML)."})
     valid_ratio: float = field(default=0.1, metadata={"help": "slmrec format: share of each user's train pairs moved to validation."})
     valid_seed: int = field(default=2021, metadata={"help": "slmrec format: seed of the validation split."})
-    modalities: str = field(default="", metadata={"help": "Comma-separated feature names to use (empty: all the dataset has)."})
+    min_steps: int = field(default=20, metadata={"help": "Fewest optimiser steps an epoch should take: a DEFAULT batch_size that gives fewer on this dataset is lowered to n_train // min_steps (printed); an explicit one is kept with a printed note (0: off)."})
+    modalities: str = field(default="", metadata={"help": "Comma-separated feature names to use (empty: all the dataset has; atomic format: text and image, whichever exist)."})
 
     def __post_init__(self):
         check_fields(self, format=one_of("atomic", "mmssl", "slmrec"), model=one_of(*MODELS.keys()),
                      valid_ratio=((lambda v: 0 < v < 1), "must lie in (0, 1)"), valid_seed=SEED,
-                     dataset=DATASET)
+                     dataset=DATASET, min_steps=((lambda v: v >= 0), "must be >= 0 (0: off)"))
         parse_opts(self.model_opts)  # key=value syntax, checked here; types once the model is known
 
 
@@ -68,7 +69,7 @@ def load_data(a: DataArgs):
         if not root:
             from ..data.sample import ensure_sample
             root = str(ensure_sample())
-        mods = tuple(m for m in a.modalities.split(",") if m) or ("text", "image")
+        mods = tuple(m for m in a.modalities.split(",") if m) or None  # None: text and image, those present
         return load_atomic(root, a.dataset, modalities=mods)
     if not a.data_root:
         raise OptionError("--data_root", f"required with --format {a.format}")
@@ -104,6 +105,48 @@ def model_config(model: str, sections: dict, model_opts: str, config: str | None
     return cfg
 
 
+# Models whose epoch is n_train // batch_size + 1 batches of distinct users (MMSSL's sampler);
+# the others take every training pair once, in ceil(n_train / batch_size) batches.
+USER_BATCHES = ("mmssl",)
+
+
+def steps_per_epoch(model: str, n_train: int, batch_size: int) -> int:
+    return n_train // batch_size + 1 if model in USER_BATCHES else -(-n_train // batch_size)
+
+
+def adapt_batch_size(model: str, defaults: dict, cfg: dict, n_train: int, min_steps: int) -> tuple[dict, str]:
+    """``(cfg, note)``. A default batch size that gives fewer than ``min_steps`` optimiser steps per
+    epoch on ``n_train`` training pairs is a mechanical handicap on a small dataset (VBPR's 2048 on
+    the sample's 2,303 pairs is one step an epoch, and early stopping counts epochs): it becomes
+    ``max(1, n_train // min_steps)``. A batch size the user gave is kept; the note says why it may
+    underperform. ``note`` is empty when nothing applies."""
+    if min_steps <= 0 or "batch_size" not in defaults or n_train <= 0:
+        return cfg, ""
+    given = "batch_size" in cfg
+    b = int(cfg["batch_size"] if given else defaults["batch_size"])
+    steps = steps_per_epoch(model, n_train, b)
+    if steps >= min_steps:
+        return cfg, ""
+    if given:
+        return cfg, (f"note: {model}: batch_size {b} gives {steps} optimiser step(s) per epoch on {n_train:,} "
+                     f"training pairs (< --min_steps {min_steps}); kept because it was set explicitly")
+    new = max(1, n_train // min_steps)
+    return {**cfg, "batch_size": new}, (
+        f"note: {model}: default batch_size {b} would give {steps} optimiser step(s) per epoch on {n_train:,} "
+        f"training pairs; using batch_size {new} ({steps_per_epoch(model, n_train, new)} steps per epoch; "
+        f"--min_steps {min_steps}; set batch_size to override)")
+
+
+def below_popularity(results: dict, metric: str) -> str:
+    """A printed warning when the model's VALIDATION ``metric`` is below popularity's (empty if not)."""
+    v, p = results["valid"].get(metric), results["popularity"]["valid"].get(metric)
+    if v is None or p is None or v >= p:
+        return ""
+    return (f"warning: {results['model']}: validation {metric} {v:.4f} is below popularity's {p:.4f} with these "
+            f"settings (best epoch {results['best_epoch']} of {results['epochs_run']}); its defaults were not tuned "
+            f"for this dataset: choose hyper-parameters on validation (baselines/configs/ has tuned examples)")
+
+
 def popularity(data) -> tuple[torch.Tensor, torch.Tensor]:
     """Embeddings scoring every item by its training count (the floor every model should clear)."""
     cnt = np.bincount(data.train_indices, minlength=data.n_items).astype(np.float32)
@@ -134,6 +177,9 @@ def run_baseline(argv=None) -> dict:
           f"{sum(len(v) for v in data.valid)} valid / {sum(len(t) for t in data.test)} test interactions; "
           f"features {', '.join(f'{k} {v.shape[1]}' for k, v in data.features.items())}", flush=True)
     run_lock = claim_output_dir(Path(fargs.output_dir), "", fargs.overwrite_output_dir)  # one run per folder
+    cfg, adapted = adapt_batch_size(dargs.model, MODELS[dargs.model].defaults, cfg, data.n_train, dargs.min_steps)
+    if adapted:
+        print(adapted, flush=True)
     torch.manual_seed(fargs.seed)  # initial weights depend on the seed only
     model = MODELS[dargs.model](data, cfg)
     # The popularity floor, on the same splits and evaluator.
@@ -151,6 +197,8 @@ def run_baseline(argv=None) -> dict:
     fargs.output_dir = fargs_out
     results["fit"]["output_dir"] = fargs_out
     results["data_args"] = asdict(dargs)
+    if adapted:
+        results["notes"] = [adapted]
     results["popularity"] = {s: {k: v for k, v in m.items() if k != "users"} for s, m in pop.items()}
     if data.info.get("format") == "slmrec":
         from ..fsutil import atomic_write_json
@@ -159,6 +207,10 @@ def run_baseline(argv=None) -> dict:
                           {"valid_ratio": dargs.valid_ratio, "valid_seed": dargs.valid_seed,
                            "valid": {str(data.info["user_ids"][u]): [int(data.info["item_ids"][i]) for i in v]
                                      for u, v in enumerate(data.valid) if len(v)}})
+    below = below_popularity(results, fargs.metric)
+    if below:
+        results.setdefault("notes", []).append(below)
+        print(below, flush=True)
     from ..graph.loop import write_reports
     write_reports(Path(fargs_out), results, fargs.plot)
     t, p = results["test"], results["popularity"]["test"]
