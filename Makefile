@@ -1,6 +1,7 @@
 # `make run`  : set up (first time) and run the main job on the embedded sample:
 #               pretrain on the 5 source domains, then finetune + evaluate both target domains.
 # `make test` : set up (first time) and run the test suite.
+# Running `make run` again starts over: the previous outputs are moved aside to <folder>.old-<date>-<time>.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -17,11 +18,11 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 pretrain: setup
-	$(VENV)/bin/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no pretrain/run.py
+	$(VENV)/bin/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no pretrain/run.py --overwrite_output_dir
 
 finetune: setup
-	bash finetune/sample_a.sh
-	bash finetune/sample_b.sh
+	bash finetune/sample_a.sh --overwrite_output_dir
+	bash finetune/sample_b.sh --overwrite_output_dir
 
 run: pretrain finetune
 
