@@ -203,6 +203,14 @@ class ModelArgs:
         """The options set explicitly (on the command line or in the YAML file)."""
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
+    def effective(self, model) -> "ModelArgs":
+        """These options with the unset ones filled from ``model``'s config (what the run really uses:
+        a run's recorded settings compare values, not "unset")."""
+        cls, c = type(model), model.config
+        fill = {k: getattr(c, f) for k, f in getattr(cls, "options", {}).items()
+                if getattr(self, k, None) is None and hasattr(c, f)}
+        return dataclasses.replace(self, **fill)
+
     def __post_init__(self):
         one = at_least(1)
         check_fields(self, hidden_size=one, n_heads=one, inner_size=one, num_encoder_layers=one,

@@ -14,6 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+from safetensors.torch import save_file
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -64,7 +66,6 @@ def usual_mode(path: str | os.PathLike) -> None:
 
 def save_safetensors(tensors: dict, path: str | os.PathLike, metadata: dict | None = None) -> None:
     """``safetensors.torch.save_file`` with the usual file permissions (it makes the file 0600)."""
-    from safetensors.torch import save_file
     save_file(tensors, str(path), metadata=metadata)
     usual_mode(path)
 

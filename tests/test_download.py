@@ -228,7 +228,7 @@ def test_help_explains_options(capsys):
     with pytest.raises(SystemExit):
         dl.main(["--help"])
     text = capsys.readouterr().out
-    for opt in ("--out", "--sha256", "--list", "--registry", "--retries", "--timeout", "--no-progress"):
+    for opt in ("--out", "--sha256", "--list", "--registry", "--retries", "--timeout", "--no_progress"):
         assert opt in text
 
 

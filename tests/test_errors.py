@@ -471,7 +471,7 @@ def test_convert_failures_are_one_line(tmp_path):
     save_original(pre, original_state_dict("pretrain"), "pretrain")
     _one_error_line(_run([CONVERT, pre, mine, "--overwrite"]), mine, "not a checkpoint folder")
     assert _tree(mine) == {"notes.txt": b"keep"}
-    _one_error_line(_run([CONVERT, pre, tmp_path / "o2", "--allow-unknwon"]), "--allow-unknwon", "--allow-unknown?")
+    _one_error_line(_run([CONVERT, pre, tmp_path / "o2", "--allow-unknwon"]), "--allow-unknwon", "--allow_unknown?")
     assert not (tmp_path / "o2").exists()
 
 
@@ -529,8 +529,8 @@ def _mains():
     from missrec.features import amazon, extract, images
     from missrec.recipes import finetune, pretrain, sample, table
     return {"extract": extract.main, "amazon": amazon.main, "images": images.main, "convert": convert.main,
-            "download": hub.main, "table": table.cli, "finetune": finetune.cli, "pretrain": pretrain.cli,
-            "recommend": recommend.cli, "sample": sample.cli}
+            "download": hub.main, "table": table.main, "finetune": finetune.main, "pretrain": pretrain.main,
+            "recommend": recommend.main, "sample": sample.main}
 
 
 @pytest.mark.parametrize("tool, argv, needles", [

@@ -108,8 +108,11 @@ def test_overwrite_output_dir_with_resume_is_refused(data, used, capsys):
 def test_output_dir_that_is_a_file_is_refused_before_training(data, tmp_path, capsys):
     out = tmp_path / "out"
     out.write_text("my notes")
-    rc = _finetune(data, out, "--epochs", "1")
-    _error(rc, capsys, f"--output_dir {out}: is a file, not a folder")
+    with pytest.raises(SystemExit) as e:  # refused while the options are parsed
+        _finetune(data, out, "--epochs", "1")
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --output_dir: is an existing file (or inside one)"), err
     assert out.read_text() == "my notes" and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
     assert "epoch 0" not in capsys.readouterr().out
 
@@ -246,7 +249,7 @@ def test_resume_inexact_says_what_is_lost_and_continues(data, used, capsys):
 # ----------------------------------------------------------------------------- disk full
 def _fail_writes(monkeypatch, marker: str, exc):
     """safetensors' writer, failing half-way through any file under a folder named ``marker``."""
-    import missrec.checkpoint as ckpt
+    import missrec.fsutil as ckpt  # every checkpoint file goes through fsutil.save_safetensors
     real = ckpt.save_file
 
     def save_file(tensors, filename, metadata=None):

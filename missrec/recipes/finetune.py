@@ -149,7 +149,7 @@ def finetune(argv=None, *, drop_foreign_options: bool = False) -> dict:
     task = FinetuneTask(model, items, ds.splits, targs, fargs, n_items=n_items)
     from missrec.rundir import run_settings
     trainer = Trainer(targs, task, acc, EarlyStopping(f"valid_{fargs.metric}", fargs.patience, out / "best"),
-                      settings=run_settings(margs, targs, fargs))
+                      settings=run_settings(margs.effective(model), targs, fargs))
     state = trainer.train()
 
     # Test with the best checkpoint (weights and, for MISSRec, the interest clusters of that epoch).

@@ -88,7 +88,7 @@ def pretrain(argv=None):
               f"{acc.num_processes} process(es) on {acc.device}, mixed precision {acc.mixed_precision}")
     task = PretrainTask(model, items, ds.splits["train"], targs, pargs)
     from missrec.rundir import run_settings
-    trainer = Trainer(targs, task, acc, settings=run_settings(margs, targs, pargs))
+    trainer = Trainer(targs, task, acc, settings=run_settings(margs.effective(model), targs, pargs))
     state = trainer.train()
     if acc.is_main_process:
         summary = {"global_step": state.global_step, "epochs_done": state.epoch, "history": state.history,
