@@ -2,7 +2,8 @@
 
 The Amazon and MovieLens converters (missrec/features/amazon.py, missrec/features/movielens.py)
 and the embedded sample (missrec/data/sample.py) all split through :func:`leave_one_out`, so every
-dataset folder follows the same protocol (tests/test_split.py checks they agree row for row):
+dataset folder follows the same protocol (they agree row for row:
+tests/test_settings.py::test_sample_and_both_converters_split_alike):
 
 * each user's items in time order ``items[0..n-1]``;
 * train: one row per prefix of ``items[:-2]`` with at least one item (targets ``items[1..n-3]``);

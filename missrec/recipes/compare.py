@@ -41,7 +41,14 @@ from ..errors import CorruptFileError, OptionError
 
 COLS = ("recall@10", "ndcg@10", "recall@20", "ndcg@20", "recall@50", "ndcg@50")
 KS = "10,20,50"
-GRAPH_MODELS = ("lightgcn", "vbpr", "slmrec", "mmssl")
+
+def _graph_models() -> tuple[str, ...]:
+    """The graph baselines' registry names (missrec/graph/__init__.py): a new graph model needs no edit here."""
+    from ..graph import MODELS
+    return tuple(MODELS.keys())
+
+
+GRAPH_MODELS = _graph_models()
 DEFAULT_MODELS = "missrec-id,missrec-noid,sasrec,lightgcn,vbpr,slmrec,mmssl"
 PROTOCOL = ("leave-one-out by time (last item = test, second-to-last = validation); full ranking of all "
             "{n_items} items, ties against the target; epoch chosen on validation only; the user's earlier "

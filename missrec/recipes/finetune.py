@@ -1,4 +1,5 @@
-"""Finetune MISSRec on one downstream dataset and evaluate it by full ranking.
+"""Finetune a sequential model (MISSRec by default; --model: any of missrec/model_registry.py) on one
+downstream dataset and evaluate it by full ranking.
 
     python finetune/run.py                                  # embedded sample target "sample_a", from scratch
     python finetune/run.py --pretrained outputs/pretrain-sample/checkpoint-3 --mode inductive
