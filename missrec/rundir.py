@@ -252,12 +252,14 @@ def _file_problem(p: Path) -> str | None:
     return _torch_file_problem(p)
 
 
-def check_resume_files(folder: Path, num_processes: int, has_scaler: bool) -> tuple[list, list]:
+def check_resume_files(folder: Path, num_processes: int, has_scaler: bool,
+                       item_state: bool = True) -> tuple[list, list]:
     """Problems of the files a resume from ``folder`` reads, as ([(path, why)] required, [(path, why, lost)] inexact).
 
     Required: accelerate's model, optimizer and scheduler state (and the fp16 scaler). The RNG states
     of every process and ``interest.safetensors`` can be done without (``--resume_inexact``): the
-    second list says what is then lost.
+    second list says what is then lost. ``item_state``: the model keeps interest clusters (MISSRec;
+    an ID-only model has none).
     """
     acc = folder / "accelerate"
     required = [acc / "model.safetensors", acc / "optimizer.bin", acc / "scheduler.bin"]
@@ -266,8 +268,9 @@ def check_resume_files(folder: Path, num_processes: int, has_scaler: bool) -> tu
     hard = [(p, why) for p in required if (why := _file_problem(p))]
     soft = [(acc / RNG_FILE.format(i), "the random streams (dropout, augmentation) of process "
                                        f"{i} differ from the uninterrupted run's") for i in range(num_processes)]
-    soft.append((folder / "interest.safetensors", "the interest clusters of the epoch in progress are "
-                                                  "discovered again from the resumed weights"))
+    if item_state:
+        soft.append((folder / "interest.safetensors", "the interest clusters of the epoch in progress are "
+                                                      "discovered again from the resumed weights"))
     soft = [(p, why, lost) for p, lost in soft if (why := _file_problem(p))]
     return hard, soft
 

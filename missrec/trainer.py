@@ -236,7 +236,8 @@ class Trainer:
                               "resume with the same options, or use another --output_dir (or "
                               "--overwrite_output_dir) to start a new run")
         check_resumable(folder, self.task.model)
-        hard, soft = rundir.check_resume_files(folder, acc.num_processes, acc.scaler is not None)
+        hard, soft = rundir.check_resume_files(folder, acc.num_processes, acc.scaler is not None,
+                                               item_state=self.task.items is not None)
         if hard:
             path, why = hard[0]
             raise CorruptFileError(path, f"{why}: cannot resume from this checkpoint; {RESUME_FIX}")
@@ -263,7 +264,7 @@ class Trainer:
         self.state = TrainState(**{**state, "run_settings": self.settings})
         if "interest.safetensors" in self.inexact:
             self.state.epoch_started = False  # the epoch's interests are discovered again
-        else:
+        elif self.task.items is not None:  # ID-only models keep no item state
             self.task.items.load_interest(folder / "interest.safetensors")
 
     def _clean_stale(self) -> None:

@@ -379,3 +379,16 @@ def test_graph_baseline_refuses_a_used_folder_and_overwrite_moves_it(tmp_path, c
     assert isinstance(run(baselines.run_baseline, argv + ["--overwrite_output_dir"], exit=False), dict)
     moved = [p for p in tmp_path.iterdir() if p.name.startswith("out.old-")]
     assert len(moved) == 1 and _tree(moved[0]) == before
+
+
+@pytest.mark.parametrize("model", ["sasrec", "gru4rec"])
+def test_an_id_only_model_resumes_without_interest_state(data, tmp_path, model):
+    """ID-only models keep no interest clusters: their checkpoints resume exactly like MISSRec's."""
+    out = tmp_path / "run"
+    argv = ["--data_root", str(data), "--dataset", "tiny", "--output_dir", str(out), "--model", model,
+            "--hidden_size", "32", "--progress", "false", "--train_batch_size", "64", "--plot", "false"]
+    first = run(finetune.finetune, argv + ["--epochs", "1"], exit=False)
+    assert isinstance(first, dict) and not (out / "checkpoint-1" / "interest.safetensors").exists()
+    again = run(finetune.finetune, argv + ["--epochs", "2", "--resume_from", "latest"], exit=False)
+    assert isinstance(again, dict) and again["epochs_run"] == 2
+    assert [h["epoch"] for h in again["history"]] == [1, 2]
