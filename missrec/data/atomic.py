@@ -18,7 +18,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -148,6 +148,18 @@ def read_inter(path: str | os.PathLike, n_items: int | None = None, max_len: int
     if domain_items is not None:
         offsets = np.concatenate([[0], np.cumsum(domain_items)[:-1]]).tolist()
     users, hists, targets = [], [], []
+    for lineno, user, hist, target in inter_rows(path):
+        h = [_parse_token(t, path, lineno, domain_items, offsets, n_items) for t in hist.split()]
+        users.append(user)
+        hists.append(h)
+        targets.append(_parse_token(target, path, lineno, domain_items, offsets, n_items))
+    return Split.from_lists(users, hists, targets, max_len=max_len)
+
+
+def inter_rows(path: Path) -> Iterator[tuple[int, str, str, str]]:
+    """``(line number, user, history, target)`` of each row of an ``.inter`` file (history and
+    target stripped, the history not empty), the header and the field count checked: the one
+    reader of the format's rows (read_inter, and the graph loader's streaming reader)."""
     with _utf8_lines(path) as f:
         header = f.readline().rstrip("\n").rstrip("\r")
         if header.split("\t") != INTER_HEADER.split("\t"):
@@ -159,15 +171,10 @@ def read_inter(path: str | os.PathLike, n_items: int | None = None, max_len: int
             parts = line.split("\t")
             if len(parts) != 3:
                 raise _err(path, f"expected 3 tab-separated fields, got {len(parts)}", lineno)
-            user, hist, target = parts
-            toks = hist.split()
-            if not toks:
+            user, hist, target = parts[0], parts[1].strip(), parts[2].strip()
+            if not hist:
                 raise _err(path, "empty history (item_id_list)", lineno)
-            h = [_parse_token(t, path, lineno, domain_items, offsets, n_items) for t in toks]
-            users.append(user)
-            hists.append(h)
-            targets.append(_parse_token(target.strip(), path, lineno, domain_items, offsets, n_items))
-    return Split.from_lists(users, hists, targets, max_len=max_len)
+            yield lineno, user, hist, target
 
 
 def write_inter(path: str | os.PathLike, split: Split, domain_items: Sequence[int] | None = None) -> None:

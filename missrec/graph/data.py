@@ -399,7 +399,7 @@ def read_atomic_graph(folder: Path, name: str, n_items: int, domain_items: Seque
     keep the last row's ``"history target"`` string and skip a history that is its tail (a string
     comparison, whole tokens only); any other history is parsed. Keys are de-duplicated as they
     accumulate. Time is linear in the files' size, memory in the distinct interactions."""
-    from ..data.atomic import INTER_HEADER, _err, _require, _utf8_lines
+    from ..data.atomic import _err, _require, inter_rows
 
     users: dict[str, int] = {}
     edges = _EdgeBuffer(n_items)
@@ -409,35 +409,22 @@ def read_atomic_graph(folder: Path, name: str, n_items: int, domain_items: Seque
         path = _require(folder / f"{name}.{split}.inter")
         tokens = _InterTokens(path, n_items, domain_items)
         rows = 0
-        with _utf8_lines(path) as f:
-            header = f.readline().rstrip("\n").rstrip("\r")
-            if header.split("\t") != INTER_HEADER.split("\t"):
-                raise _err(path, f"bad header {header!r}; expected {INTER_HEADER!r}", 1)
-            for lineno, line in enumerate(f, start=2):
-                line = line.rstrip("\n").rstrip("\r")
-                if not line:
-                    continue
-                parts = line.split("\t")
-                if len(parts) != 3:
-                    raise _err(path, f"expected 3 tab-separated fields, got {len(parts)}", lineno)
-                user, hist, target = parts[0], parts[1].strip(), parts[2].strip()
-                if not hist:
-                    raise _err(path, "empty history (item_id_list)", lineno)
-                u = users.setdefault(user, len(users))
-                t = tokens.one(target, lineno)
-                rows += 1
-                if split == "test":  # its history holds the validation target: not a training edge
-                    tokens.items(hist, lineno)  # still checked
-                    held[split].append((u, t))
-                    continue
-                prev = known.get(u)
-                if prev is None or not _covers(prev, hist):
-                    edges.add(u, tokens.items(hist, lineno))
-                if split == "train":
-                    edges.add_one(u, t)
-                    known[u] = f"{hist} {target}"
-                else:
-                    held[split].append((u, t))
+        for lineno, user, hist, target in inter_rows(path):
+            u = users.setdefault(user, len(users))
+            t = tokens.one(target, lineno)
+            rows += 1
+            if split == "test":  # its history holds the validation target: not a training edge
+                tokens.items(hist, lineno)  # still checked
+                held[split].append((u, t))
+                continue
+            prev = known.get(u)
+            if prev is None or not _covers(prev, hist):
+                edges.add(u, tokens.items(hist, lineno))
+            if split == "train":
+                edges.add_one(u, t)
+                known[u] = f"{hist} {target}"
+            else:
+                held[split].append((u, t))
         if rows == 0:
             raise _err(path, "has no rows (only the header): every split needs at least one user; "
                              "re-create the split files")
