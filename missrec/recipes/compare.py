@@ -49,7 +49,16 @@ def _graph_models() -> tuple[str, ...]:
 
 
 GRAPH_MODELS = _graph_models()
-DEFAULT_MODELS = "missrec-id,missrec-noid,sasrec,lightgcn,vbpr,slmrec,mmssl"
+
+def _default_models() -> str:
+    """MISSRec with and without IDs, every ID-only model of the sequential registry, every graph model."""
+    from ..model_registry import MODELS as SEQUENTIAL
+    id_only = [m for m, (_, cls) in SEQUENTIAL.items() if not cls.transfers]
+    return ",".join(["missrec-id", "missrec-noid", *id_only, *GRAPH_MODELS])
+
+
+DEFAULT_MODELS = _default_models()
+
 PROTOCOL = ("leave-one-out by time (last item = test, second-to-last = validation); full ranking of all "
             "{n_items} items, ties against the target; epoch chosen on validation only; the user's earlier "
             "items masked (sequential models: the test row's history, its last {max_len} items; graph models "
