@@ -17,17 +17,9 @@ from missrec.model import MISSRec
 from missrec.model_registry import MODELS
 from missrec.sasrec import SASRec, SASRecConfig
 from missrec.seqmodel import ModelScorer, SequentialModel
-from tests._tiny import make_corpus, make_domain
+
 
 SMALL = {"hidden_size": 32, "n_heads": 2, "inner_size": 32}
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    make_domain(root)
-    make_corpus(root)
-    return root
 
 
 def _options(cls) -> dict:

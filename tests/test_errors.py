@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from _tiny import make_corpus, make_domain
+from _tiny import make_domain
 from missrec.args import ModelArgs, TrainArgs, parse
 from missrec.checkpoint import save_model
 from missrec.config import MISSRecConfig
@@ -58,14 +58,6 @@ def _one_error_line(p, *needles) -> str:
 
 def _tree(folder: Path) -> dict:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    make_domain(root)
-    make_corpus(root)
-    return root
 
 
 def _copy_domain(data, tmp_path, name="tiny") -> Path:

@@ -16,21 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from _tiny import make_corpus, make_domain
+from _tiny import make_domain
 from missrec.cli import run
 from missrec.recipes import finetune, pretrain
 
 SMALL = ["--hidden_size", "32", "--n_heads", "2", "--inner_size", "32", "--progress", "false",
          "--train_batch_size", "64"]
 # tiny: 95 training rows in batches of 64 -> 2 steps per epoch; tinypt: 4 steps per epoch.
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    make_domain(root)
-    make_corpus(root)
-    return root
 
 
 def _finetune(data, out, *extra):

@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from _tiny import make_corpus, make_domain
+from _tiny import make_domain
 from missrec.items import ItemTable
 from missrec.trainer import clean_stale
 from missrec.objectives import item_drop
@@ -21,14 +21,6 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 SMALL = ["--hidden_size", "32", "--n_heads", "2", "--inner_size", "32", "--progress", "false",
          "--train_batch_size", "64", "--save_every", "1"]
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    make_corpus(root)
-    make_domain(root)
-    return root
 
 
 def _env(**extra):
