@@ -86,7 +86,8 @@ class ItemTable:
         image = None if text_only else feats.get("image")
         if image is None and not text_only:
             image = np.zeros((n_rows, image_dim or feats["text"].shape[1]), np.float32)
-        aug = None if image_only else feats.get("text_aug")
+        # The word-drop view belongs with real text rows: none for a model without text, or on data without it.
+        aug = None if image_only or "text" not in feats else feats.get("text_aug")
         t = cls(None if text is None else _with_pad_row(text), None if image is None else _with_pad_row(image),
                 None if aug is None else _with_pad_row(aug), hidden_size)
         if hasattr(ds, "catalogue"):

@@ -377,7 +377,7 @@ class MISSRec(SequentialModel):
         shared = [i for i in (0, 1) if have[i] is not None and (tdim, idim)[i] is not None]
         if not shared or any(have[i] != (tdim, idim)[i] for i in shared):
             raise UserError(source, f"expects text/image features of dims {have[0]}/{have[1]}, but {ds.folder} "
-                                    f"has {tdim}/{idim} (extract them with the same encoder; None = absent)")
+                                    f"has {tdim}/{idim} (extract them with the same CLIP model; None = absent)")
 
     @property
     def uses_item_ids(self) -> bool:
