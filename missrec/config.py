@@ -102,7 +102,7 @@ class MISSRecConfig:
     layer_norm_eps: float = 1e-12
     initializer_range: float = 0.02
     max_seq_length: int = 50
-    text_dim: int = 512
+    text_dim: int | None = 512  # None: an image-only model (no text modality, no text_adaptor)
     image_dim: int | None = 512  # None: a text-only model (no image modality, no img_adaptor)
     temperature: float = 0.07
     # Transductive mode adds an item-ID table of n_items + 1 rows (row 0 = padding).
@@ -126,7 +126,7 @@ class MISSRecConfig:
         "num_encoder_layers": ("int", 1, MAX_LAYERS), "num_decoder_layers": ("int", 1, MAX_LAYERS),
         "dropout": ("float", 0.0, 1.0, False, True), "hidden_act": ("choice", ("gelu", "relu")),
         "layer_norm_eps": ("float", 0.0, 1.0, True, False), "initializer_range": ("float", 0.0, 10.0, False, False),
-        "max_seq_length": ("int", 1, 1 << 20), "text_dim": ("int", 1, MAX_WIDTH), "image_dim": ("int?", 1, MAX_WIDTH),
+        "max_seq_length": ("int", 1, 1 << 20), "text_dim": ("int?", 1, MAX_WIDTH), "image_dim": ("int?", 1, MAX_WIDTH),
         "temperature": ("float", 0.0, 1e6, True, False), "use_id": ("bool",), "n_items": ("int", 0, 1 << 40),
         "fusion": ("choice", FUSIONS), "attention_impl": ("choice", ATTENTION_IMPLS),
         "interest_reg": ("choice", ("mean", "original")), "model_type": ("choice", ("missrec",)),
@@ -139,12 +139,16 @@ class MISSRecConfig:
         return (encoder_params(self.num_encoder_layers, h, self.inner_size) + 2 * h
                 + encoder_params(self.num_decoder_layers, h, self.inner_size, cross=True) + 2 * h
                 + self.max_seq_length * h + 2 * h  # position table, input LayerNorm
-                + (self.text_dim + 1) * h  # text adaptor
-                + (0 if self.image_dim is None else (self.image_dim + 1) * h + 1)  # image adaptor, fusion scalar
+                + (0 if self.text_dim is None else (self.text_dim + 1) * h)  # text adaptor
+                + (0 if self.image_dim is None else (self.image_dim + 1) * h)  # image adaptor
+                + (1 if len(self.modalities) == 2 else 0)  # fusion scalar (two modalities only)
                 + ((self.n_items + 1) * h if self.use_id else 0))
 
     def __post_init__(self):
         check_fields(self, self.FIELDS)
+        if self.text_dim is None and self.image_dim is None:
+            raise OptionError("config keys 'text_dim' and 'image_dim' are both null: a MISSRec model reads at least "
+                              "one item modality (text, image or both)")
         check_memory(self.n_parameters(), "MISSRec model")
         if self.hidden_size % self.n_heads:
             raise OptionError(f"hidden_size {self.hidden_size} is not divisible by n_heads {self.n_heads}")
@@ -159,8 +163,9 @@ class MISSRecConfig:
 
     @property
     def modalities(self) -> list[str]:
-        """The item modalities the model reads: ["text", "image"], or ["text"] (image_dim None)."""
-        return ["text"] if self.image_dim is None else ["text", "image"]
+        """The item modalities the model reads: ["text", "image"], ["text"] (image_dim None, text-only)
+        or ["image"] (text_dim None, image-only)."""
+        return [m for m, d in (("text", self.text_dim), ("image", self.image_dim)) if d is not None]
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

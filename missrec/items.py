@@ -48,33 +48,47 @@ def _check_interest_state(state: dict, width: int, source: str) -> None:
 
 
 class ItemTable:
-    def __init__(self, text: torch.Tensor, image: torch.Tensor | None, text_aug: torch.Tensor | None = None,
+    def __init__(self, text: torch.Tensor | None, image: torch.Tensor | None, text_aug: torch.Tensor | None = None,
                  hidden_size: int = 300):
-        # image None: a text-only table (for a model without an image modality, image_dim None).
-        if image is not None and text.shape[0] != image.shape[0]:
+        # image None: a text-only table (for a model without an image modality, image_dim None);
+        # text None: an image-only table (text_dim None). One of the two is always there.
+        if text is None and image is None:
+            raise DataError("an item table needs text or image features (or both)")
+        if text is not None and image is not None and text.shape[0] != image.shape[0]:
             raise DataError(f"text features have {text.shape[0]} rows but image features {image.shape[0]}")
         self.text, self.image, self.text_aug = text, image, text_aug
-        n = text.shape[0]
-        self.text_interest = torch.zeros(n, dtype=torch.long, device=text.device)
-        self.image_interest = torch.zeros(n, dtype=torch.long, device=text.device)
-        self.centroids = torch.zeros(1, hidden_size, device=text.device)
+        first = text if text is not None else image
+        n = first.shape[0]
+        self.text_interest = torch.zeros(n, dtype=torch.long, device=first.device)
+        self.image_interest = torch.zeros(n, dtype=torch.long, device=first.device)
+        self.centroids = torch.zeros(1, hidden_size, device=first.device)
         self.catalogue: dict = {}  # AtomicDataset.catalogue() of the dataset the rows come from
 
     @classmethod
     def from_dataset(cls, ds, hidden_size: int = 300, device=None, image_dim: int | None = None,
-                     text_only: bool = False) -> "ItemTable":
+                     text_only: bool = False, *, text_dim: int | None = None,
+                     image_only: bool = False) -> "ItemTable":
         """From a loaded AtomicDataset (memory-mapped features are copied once, here).
 
-        ``text_only`` (a model with no image modality): no image table, whatever the dataset has.
-        Otherwise, without image features (text-only catalogues) the image table is all zero rows
-        of ``image_dim`` (default: the text dim), as for items without an image (a model with an
-        image adaptor, e.g. an older checkpoint).
+        ``text_only`` (a model with no image modality): no image table, whatever the dataset has;
+        ``image_only`` (no text modality): no text table (nor its word-drop view). Otherwise a
+        modality the dataset lacks is all zero rows of ``image_dim`` / ``text_dim`` (default: the
+        other modality's dim), as for items without an image or a text (a model with that adaptor,
+        e.g. a checkpoint pretrained on data that had it).
         """
-        aug = ds.features.get("text_aug")
-        image = None if text_only else ds.features.get("image")
+        if text_only and image_only:
+            raise DataError("an item table cannot be both text-only and image-only")
+        feats = ds.features
+        n_rows = (feats["text"] if "text" in feats else feats["image"]).shape[0]
+        text = None if image_only else feats.get("text")
+        if text is None and not image_only:
+            text = np.zeros((n_rows, text_dim or feats["image"].shape[1]), np.float32)
+        image = None if text_only else feats.get("image")
         if image is None and not text_only:
-            image = np.zeros((ds.features["text"].shape[0], image_dim or ds.features["text"].shape[1]), np.float32)
-        t = cls(_with_pad_row(ds.features["text"]), None if image is None else _with_pad_row(image),
+            image = np.zeros((n_rows, image_dim or feats["text"].shape[1]), np.float32)
+        # The word-drop view belongs with real text rows: none for a model without text, or on data without it.
+        aug = None if image_only or "text" not in feats else feats.get("text_aug")
+        t = cls(None if text is None else _with_pad_row(text), None if image is None else _with_pad_row(image),
                 None if aug is None else _with_pad_row(aug), hidden_size)
         if hasattr(ds, "catalogue"):
             t.catalogue = ds.catalogue()
@@ -82,20 +96,26 @@ class ItemTable:
 
     @property
     def n_items(self) -> int:
-        return self.text.shape[0] - 1
+        return (self.text if self.text is not None else self.image).shape[0] - 1
 
     @property
     def device(self):
-        return self.text.device
+        return (self.text if self.text is not None else self.image).device
 
     def image_is_zero(self) -> bool:
         """Whether every image row is zero (text-only data): the model then adapts one row and
         broadcasts it. Cached per image tensor and its in-place version counter."""
-        key = (id(self.image), self.image._version, self.image.data_ptr())
-        if getattr(self, "_image_zero_key", None) != key:
-            self._image_zero = not bool(self.image.any())
-            self._image_zero_key = key
-        return self._image_zero
+        return self.is_zero("image")
+
+    def is_zero(self, key: str) -> bool:
+        """Whether every row of table ``key`` ("text" or "image") is zero (data without that
+        modality, read by a model that has it). Cached per tensor and its in-place version counter."""
+        table = getattr(self, key)
+        cache = self.__dict__.setdefault("_zero_cache", {})
+        stamp = (id(table), table._version, table.data_ptr())
+        if cache.get(key, (None,))[0] != stamp:
+            cache[key] = (stamp, not bool(table.any()))
+        return cache[key][1]
 
     def to(self, device) -> "ItemTable":
         for k in ("text", "image", "text_aug", "text_interest", "image_interest", "centroids"):
@@ -109,30 +129,33 @@ class ItemTable:
     def discover_interests(self, model, ratio: float, *, n_iter: int = 20, init: str = "auto",
                            seed: int = 0, compat: bool = False, warm_start: bool = False,
                            chunk: int = 65536) -> dict:
-        """Cluster all items' adapted text and image vectors; refresh ids and centroid table.
+        """Cluster all items' adapted text and image vectors (those the model has); refresh ids and centroids.
 
         ``warm_start`` starts Lloyd's iterations from the current centroids when there are K of
         them: the adaptors move little between epochs, so it converges in a few iterations.
         """
         n = self.n_items
         dev = self.device
-        vecs = []
-        pairs = [(self.text, model.text_adaptor)]
-        if getattr(model, "img_adaptor", None) is not None:
-            pairs.append((self.image, model.img_adaptor))
-        for feats, adaptor in pairs:
+        vecs, names = [], []
+        for name, feats, adaptor in (("text", self.text, getattr(model, "text_adaptor", None)),
+                                     ("image", self.image, getattr(model, "img_adaptor", None))):
+            if adaptor is None:
+                continue  # a modality the model has not (text-only or image-only)
             out = torch.empty(n, model.config.hidden_size, device=dev)
             for s in range(1, n + 1, chunk):
                 out[s - 1:s - 1 + chunk] = adaptor(feats[s:s + chunk].to(adaptor.weight.dtype)).float()
             vecs.append(out)
+            names.append(name)
         x = torch.cat(vecs, 0)
         k = n_interests(n, ratio, len(vecs))
         if warm_start and not compat and self.centroids.shape[0] == k + 1:
             init = self.centroids[1:]
         res = kmeans(x, k, n_iter=n_iter, init=init, seed=seed, compat=compat)
-        # A text-only model: every image interest id is 0 (padding), so only text ids form tokens.
-        image_labels = res.labels[n:] + 1 if len(vecs) == 2 else torch.zeros_like(res.labels)
-        self.set_interests(res.labels[:n] + 1, image_labels, res.centroids)
+        # A modality the model has not gets interest id 0 (padding) everywhere, so only the other
+        # modality's ids form interest tokens.
+        labels = {m: res.labels[i * n:(i + 1) * n] + 1 for i, m in enumerate(names)}
+        none = torch.zeros(n, dtype=res.labels.dtype, device=res.labels.device)
+        self.set_interests(labels.get("text", none), labels.get("image", none), res.centroids)
         return {"k": k, "n_iter": res.n_iter, "inertia": res.inertia}
 
     def set_interests(self, text_labels, image_labels, centroids) -> None:

@@ -37,15 +37,35 @@ def _ragged_take(off: torch.Tensor, new_off: torch.Tensor, perm: torch.Tensor, n
     return torch.arange(shift.numel(), device=off.device) + shift
 
 
-def _adapt(adaptor: nn.Linear, items: ItemTable, ids: torch.Tensor | None, normalize: bool = False) -> torch.Tensor:
-    """``adaptor(items.image[ids])`` (``ids=None``: rows 1..n), L2-normalised if asked; a table of
-    zero rows (text-only data) is adapted once and broadcast (an expanded view), with the same
-    values and gradients."""
+def _adapt(adaptor: nn.Linear, items: ItemTable, ids: torch.Tensor | None, normalize: bool = False,
+           key: str = "image") -> torch.Tensor:
+    """``adaptor(items.<key>[ids])`` (``ids=None``: rows 1..n), L2-normalised if asked; a table of
+    zero rows (data without that modality) is adapted once and broadcast (an expanded view), with
+    the same values and gradients."""
     post = (lambda y: F.normalize(y, dim=-1)) if normalize else (lambda y: y)
-    if items.image_is_zero():
+    table = getattr(items, key)
+    if items.is_zero(key):
         shape = (items.n_items,) if ids is None else tuple(ids.shape)
-        return post(adaptor(items.image[:1])).expand(*shape, -1)
-    return post(adaptor(items.image[1:] if ids is None else items.image[ids]))
+        return post(adaptor(table[:1])).expand(*shape, -1)
+    return post(adaptor(table[1:] if ids is None else table[ids]))
+
+
+def _dot(u: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """``u @ r.t()``; one vector broadcast to every item (zero rows, see _adapt): one score column."""
+    return u @ r[:1].t() if r.shape[0] > 1 and r.stride(0) == 0 else u @ r.t()
+
+
+def feature_dims(ds) -> tuple[int | None, int | None]:
+    """(text dim, image dim) of a dataset's feature files, None where a file is absent; a dataset
+    with neither is an error naming the text file (MISSRec reads item features)."""
+    tdim = ds.features["text"].shape[1] if "text" in ds.features else None
+    idim = ds.features["image"].shape[1] if "image" in ds.features else None
+    if tdim is None and idim is None:
+        name = (getattr(ds, "domains", None) or [ds.name])[0]  # a corpus: its first domain's files
+        raise UserError(Path(ds.folder) / f"{name}.feat1CLS",
+                        f"file not found, nor {name}.feat3CLS: MISSRec needs text or image features "
+                        "(missrec-features writes them; --model sasrec or gru4rec need none)")
+    return tdim, idim
 
 
 def regulariser_mean(real_sum: torch.Tensor, n_real: torch.Tensor) -> torch.Tensor:
@@ -74,8 +94,8 @@ class MISSRec(SequentialModel):
 
     model_type = "missrec"
     config_cls = MISSRecConfig
-    features = ("text",)
-    optional_features = ("image",)  # zero rows when absent (a text-only catalogue)
+    features = ()  # text or image, at least one: checked by feature_dims
+    optional_features = ("text", "image")  # absent: a model without it, or zero rows for a checkpoint that has it
     options = {k: k for k in ("hidden_size", "n_heads", "inner_size", "num_encoder_layers", "num_decoder_layers",
                               "dropout", "max_seq_length", "temperature", "fusion")}
     architecture = ("hidden_size", "n_heads", "inner_size", "num_encoder_layers", "num_decoder_layers")
@@ -100,12 +120,14 @@ class MISSRec(SequentialModel):
         self.trm_model.encoder.use_nested_tensor = False
         self.LayerNorm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
         self.dropout = nn.Dropout(c.dropout)
-        self.text_adaptor = nn.Linear(c.text_dim, c.hidden_size)
-        # image_dim None: a text-only model (no image modality at all, not zero image rows).
+        # text_dim None: an image-only model; image_dim None: a text-only model (no such modality
+        # at all, not zero rows).
+        self.text_adaptor = nn.Linear(c.text_dim, c.hidden_size) if c.text_dim is not None else None
         self.img_adaptor = nn.Linear(c.image_dim, c.hidden_size) if c.image_dim is not None else None
         # The text/image fusion weight exists only with two modalities (an unused parameter would
         # also break multi-process training, where every parameter must get a gradient).
-        self.fusion_factor = nn.Parameter(torch.tensor(0.0)) if self.img_adaptor is not None else None
+        two = self.text_adaptor is not None and self.img_adaptor is not None
+        self.fusion_factor = nn.Parameter(torch.tensor(0.0)) if two else None
         self.item_embedding = nn.Embedding(c.n_items + 1, c.hidden_size, padding_idx=0) if c.use_id else None
         self.apply(self._init_weights)
         if self.fusion_factor is not None:
@@ -142,9 +164,13 @@ class MISSRec(SequentialModel):
     # ------------------------------------------------------------------ sequence side
     def adapt(self, ids: torch.Tensor, items: ItemTable, text_table: torch.Tensor | None = None) -> torch.Tensor:
         """Sum of the adapted modality vectors of the given item ids (the sequence input)."""
-        x = self.text_adaptor((items.text if text_table is None else text_table)[ids])
+        x = None
+        if self.text_adaptor is not None:
+            x = (self.text_adaptor(text_table[ids]) if text_table is not None
+                 else _adapt(self.text_adaptor, items, ids, key="text"))
         if self.img_adaptor is not None:
-            x = x + _adapt(self.img_adaptor, items, ids)
+            v = _adapt(self.img_adaptor, items, ids)
+            x = v if x is None else x + v
         return x
 
     def forward(self, seq: torch.Tensor, length: torch.Tensor, items: ItemTable,
@@ -276,13 +302,15 @@ class MISSRec(SequentialModel):
     def item_reps(self, items: ItemTable, ids: torch.Tensor | None = None,
                   text_feats: torch.Tensor | None = None, image_feats: torch.Tensor | None = None):
         """Normalised adapted text / image vectors (and ID vectors) of the given item ids; the image
-        vectors are None for a text-only model (``image_dim`` None).
+        vectors are None for a text-only model (``image_dim`` None), the text vectors for an
+        image-only one (``text_dim`` None).
 
         ``ids=None`` means every item 1..n_items, taken as views of the tables (no gather copy).
         """
-        t = items.text[1:] if ids is None else items.text[ids]
-        t = t if text_feats is None else text_feats
-        rt = F.normalize(self.text_adaptor(t), dim=-1)
+        rt = None  # an image-only model has no text score
+        if self.text_adaptor is not None:
+            rt = (_adapt(self.text_adaptor, items, ids, normalize=True, key="text") if text_feats is None else
+                  F.normalize(self.text_adaptor(text_feats), dim=-1))
         rv = None  # a text-only model has no image score
         if self.img_adaptor is not None:
             rv = (_adapt(self.img_adaptor, items, ids, normalize=True) if image_feats is None else
@@ -293,13 +321,16 @@ class MISSRec(SequentialModel):
             re = F.normalize(e, dim=-1)
         return rt, rv, re
 
-    def fuse(self, s_t: torch.Tensor, s_v: torch.Tensor | None, s_id: torch.Tensor | None) -> torch.Tensor:
+    def fuse(self, s_t: torch.Tensor | None, s_v: torch.Tensor | None, s_id: torch.Tensor | None) -> torch.Tensor:
         """Cosine-scale scores; w = softmax(phi * [s_t, s_v]) without a [..., 2] tensor.
 
-        ``s_v`` None (a text-only model): the text score alone stands for the modalities.
+        ``s_v`` None (a text-only model): the text score alone stands for the modalities;
+        ``s_t`` None (an image-only model): the image score alone.
         """
         if s_v is None:
             s = s_t
+        elif s_t is None:
+            s = s_v
         elif self.config.fusion == "static":
             s = 0.5 * (s_t + s_v)
         else:
@@ -313,43 +344,51 @@ class MISSRec(SequentialModel):
         """[B, M] logits of user vectors against candidate reps (from item_reps)."""
         rt, rv, re = reps
         s_id = None if re is None else u @ re.t()
-        # One image vector broadcast to every item (zero image rows, see _adapt): one score column.
-        s_v = None if rv is None else (u @ rv[:1].t() if rv.shape[0] > 1 and rv.stride(0) == 0 else u @ rv.t())
-        return self.fuse(u @ rt.t(), s_v, s_id) / self.config.temperature
+        # One vector broadcast to every item (zero rows of a modality, see _adapt): one score column.
+        s_t = None if rt is None else _dot(u, rt)
+        s_v = None if rv is None else _dot(u, rv)
+        return self.fuse(s_t, s_v, s_id) / self.config.temperature
 
     # ------------------------------------------------------------------ the contract (missrec/seqmodel.py)
     @classmethod
     def config_for(cls, ds, options: dict, *, mode: str = "transductive") -> MISSRecConfig:
         use_id = mode == "transductive"
-        tdim = ds.features["text"].shape[1]
-        # No image features (a text-only catalogue): a text-only model (image_dim None).
-        idim = ds.features["image"].shape[1] if "image" in ds.features else None
+        # No image features (a text-only catalogue): a text-only model (image_dim None); no text
+        # features (an image-only catalogue): an image-only model (text_dim None).
+        tdim, idim = feature_dims(ds)
         return MISSRecConfig(**cls.config_fields(options), text_dim=tdim, image_dim=idim, use_id=use_id,
                              n_items=ds.n_items if use_id else 0)
 
     @classmethod
     def adapt_config(cls, stored: dict, ds, *, mode: str, source) -> dict:
         """A pretrained config for finetuning on ``ds``: its feature dims must match; ``mode`` sets the ID table."""
-        tdim = ds.features["text"].shape[1]
-        idim = ds.features["image"].shape[1] if "image" in ds.features else None
-        have = (stored.get("text_dim"), stored.get("image_dim"))
-        # A text-only checkpoint ignores a target's images; one with an image modality reads zero
-        # image rows on a text-only target. The dims that are used must match.
-        if have[0] != tdim or None not in (have[1], idim) and have[1] != idim:
-            raise UserError(source, f"expects text/image features of dims {have[0]}/{have[1]}, but {ds.folder} "
-                                    f"has {tdim}/{idim} (extract them with the same CLIP model)")
+        cls.check_feature_dims(stored, ds, source)
         use_id = mode == "transductive"
         return {**stored, "use_id": use_id, "n_items": ds.n_items if use_id else 0}
+
+    @classmethod
+    def check_feature_dims(cls, stored: dict, ds, source) -> None:
+        """A one-line UserError naming ``source`` unless a model of config ``stored`` can read ``ds``."""
+        tdim, idim = feature_dims(ds)
+        have = (stored.get("text_dim"), stored.get("image_dim"))
+        # A text-only checkpoint ignores a target's images (an image-only one its texts); one with a
+        # modality the target lacks reads zero rows of it. The dims of the modalities read must
+        # match, and at least one modality must be in both.
+        shared = [i for i in (0, 1) if have[i] is not None and (tdim, idim)[i] is not None]
+        if not shared or any(have[i] != (tdim, idim)[i] for i in shared):
+            raise UserError(source, f"expects text/image features of dims {have[0]}/{have[1]}, but {ds.folder} "
+                                    f"has {tdim}/{idim} (extract them with the same CLIP model; None = absent)")
 
     @property
     def uses_item_ids(self) -> bool:
         return self.config.use_id
 
     def make_items(self, ds, device=None) -> ItemTable:
-        # A text-only model reads no image table; a model with an image modality on a text-only
-        # catalogue gets zero image rows of its image dim.
-        return ItemTable.from_dataset(ds, self.config.hidden_size, device=device, image_dim=self.config.image_dim,
-                                      text_only=self.config.image_dim is None)
+        # A text-only model reads no image table, an image-only one no text table; a model with a
+        # modality the catalogue lacks gets zero rows of its dim.
+        c = self.config
+        return ItemTable.from_dataset(ds, c.hidden_size, device=device, image_dim=c.image_dim, text_dim=c.text_dim,
+                                      text_only=c.image_dim is None, image_only=c.text_dim is None)
 
     def encode(self, seq, length, items: ItemTable = None) -> torch.Tensor:
         return self(seq, length, items)[0]
@@ -364,8 +403,9 @@ class MISSRec(SequentialModel):
     def score_pairs(self, user, cands, ids) -> torch.Tensor:
         rt, rv, re = (None if r is None else r[ids - 1] for r in cands)
         s_id = None if re is None else (user * re).sum(-1)
+        s_t = None if rt is None else (user * rt).sum(-1)
         s_v = None if rv is None else (user * rv).sum(-1)
-        return self.fuse((user * rt).sum(-1), s_v, s_id) / self.config.temperature
+        return self.fuse(s_t, s_v, s_id) / self.config.temperature
 
     def loss(self, batch: dict, items: ItemTable = None) -> dict:
         """Softmax cross-entropy over every item (padding excluded) and the interest regulariser."""
@@ -432,24 +472,34 @@ class MISSRec(SequentialModel):
 
     @classmethod
     def card_tags_for(cls, config: dict) -> tuple[str, ...]:
-        return ("multimodal" if config.get("image_dim") else "text-only", "pretrain-then-transfer")
+        if "text_dim" in config and config["text_dim"] is None:
+            kind = "image-only"
+        else:
+            kind = "multimodal" if config.get("image_dim") else "text-only"
+        return (kind, "pretrain-then-transfer")
 
     def data_notes(self, ds) -> list[str]:
-        if self.config.image_dim is None:
+        c = self.config
+        if c.image_dim is None:
             return ["text features only, a text-only model"
                     + (" (the dataset's image features are not used)" if "image" in ds.features else "")]
-        if "image" not in ds.features:
-            return [f"no image features ({ds.name}.feat3CLS absent): zero rows for all {ds.n_items} items "
-                    "(the model has an image adaptor)"]
-        return []
+        if c.text_dim is None:
+            return ["image features only, an image-only model"
+                    + (" (the dataset's text features are not used)" if "text" in ds.features else "")]
+        return [f"no {m} features ({ds.name}.{suffix} absent): zero rows for all {ds.n_items} items "
+                f"(the model has {'an image' if m == 'image' else 'a text'} adaptor)"
+                for m, suffix in (("text", "feat1CLS"), ("image", "feat3CLS")) if m not in ds.features]
 
     @classmethod
     def card_summary(cls, config: dict) -> str:
         mode = "transductive (item IDs + modalities)" if config.get("use_id") else "inductive (modalities only)"
-        image = ("no image features" if config.get("image_dim") is None
-                 else f"image features of dim {config.get('image_dim')}")
+        text_only = config.get("image_dim") is None
+        image_only = "text_dim" in config and config["text_dim"] is None
+        text = "no text features" if image_only else f"text features of dim {config.get('text_dim')}"
+        image = "no image features" if text_only else f"image features of dim {config.get('image_dim')}"
+        kind = ", image-only" if image_only else ", text-only" if text_only else ""
         return ("Multi-modal interest-aware sequential recommender (MISSRec, ACM MM 2023), "
-                f"{mode}; text features of dim {config.get('text_dim')}; {image}.")
+                f"{mode}{kind}; {text}; {image}.")
 
 
 def _covers(path: Path, n_items: int) -> bool:

@@ -80,6 +80,10 @@ class PretrainObjective(nn.Module):
         mode = self.augmentation
         if mode == "auto":
             mode = "both" if items.text_aug is not None else "item_drop"
+        if mode in ("word_drop", "both") and getattr(self.model, "text_adaptor", True) is None:
+            # An image-only model has no text to drop words from (pretrain.py refuses it up front).
+            raise OptionError("--augmentation", f"{mode} needs text features; an image-only model has none "
+                                                "(use item_drop or auto)")
         if mode in ("word_drop", "both") and items.text_aug is None:
             raise DataError("word-drop augmentation needs the corpus' .feat2CLS files")
         if mode in ("item_drop", "both"):
@@ -95,7 +99,8 @@ class PretrainObjective(nn.Module):
         u2, reg2 = m(seq2, len2, items, text_table=text2)
 
         rt, rv, _ = m.item_reps(items, target)
-        rt, rv = gather_with_grad(rt), None if rv is None else gather_with_grad(rv)  # rv None: text-only
+        # rv None: a text-only model; rt None: an image-only one.
+        rt, rv = (None if r is None else gather_with_grad(r) for r in (rt, rv))
         rank, _ = _world()
         labels = torch.arange(seq.shape[0], device=seq.device) + rank * seq.shape[0]
         logits = m.logits(u, (rt, rv, None))

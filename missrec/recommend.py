@@ -31,6 +31,9 @@ class Recommender:
         # Features are checked finite: one NaN row would rank first, or poison every score.
         self.ds = load_dataset(data_root, dataset, splits=(), max_len=c.max_seq_length,
                                require_features=self.model.features)
+        check = getattr(self.model, "check_feature_dims", None)
+        if check is not None:  # MISSRec: the modalities it reads must be there (or be zero rows of one it has)
+            check(c.to_dict(), self.ds, folder)
         if self.model.uses_item_ids:
             self._check_catalogue(folder)
         dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))

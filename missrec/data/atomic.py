@@ -454,6 +454,14 @@ def _load_corpus(folder, name, pt, splits, max_len, check_finite, require_featur
         if n_d is None:
             raise _err(folder / f"{d}.item2index", "file not found (cannot size the domain)")
         domain_items.append(n_d)
+    for key in ("text", "image"):
+        # A modality some domains have and others lack is an error, not silently dropped.
+        have = [d for d in domains if (folder / f"{d}.{FEATURE_SUFFIXES[key]}").is_file()]
+        if have and len(have) < len(domains):
+            lack = next(d for d in domains if d not in have)
+            raise _err(folder / f"{lack}.{FEATURE_SUFFIXES[key]}",
+                       f"file not found, while domain '{have[0]}' has {key} features (every domain of a corpus "
+                       f"needs the same feature files)")
     feats = {k: _ConcatRows(v) for k, v in per_domain.items() if len(v) == len(domains)}
     item_ids = [f"{di}-{i}" for di, n in enumerate(domain_items) for i in range(n)]
     loaded = {}

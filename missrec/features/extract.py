@@ -464,6 +464,12 @@ def run(args: argparse.Namespace) -> int:
 
         open_clip.add_model_config(cfg)
     modalities = list(dict.fromkeys(args.modalities))
+    if "text" not in modalities:
+        # Image features only: no text encoder is loaded or recorded in meta.json.
+        for opt, given in (("--text_encoder", args.text_encoder), ("--text_aug_drop", args.text_aug_drop > 0)):
+            if given:
+                raise ExtractError(f"{opt} applies to text features, and --modalities {' '.join(modalities)} "
+                                   "computes none; drop it or add text to --modalities")
     if "text" in modalities and args.text_aug_drop > 0:
         modalities.append("text_aug")
     name, domains, cats = load_catalogues(args.dataset, args.images, modalities)

@@ -69,12 +69,13 @@ def pretrain(argv=None):
                                            "pretraining is MISSRec's")
     with acc.main_process_first():
         ds = load_dataset(pargs.data_root, pargs.dataset, splits=("train",),
-                          max_len=history_length(MISSRec, margs.given(), ckpt), require_features=("text",))
+                          max_len=history_length(MISSRec, margs.given(), ckpt), require_features=())
     if ds.domains is None:
         acc.print(f"note: {pargs.dataset} has no .pt_datasets file; pretraining on it as a single domain")
     from accelerate.utils import set_seed
     set_seed(targs.seed)
     if ckpt is not None:
+        MISSRec.check_feature_dims(ckpt.config, ds, pargs.init_from)
         model = load_model(ckpt, options=margs.given(), runtime=targs.runtime(), announce=acc.print)
     else:  # pretraining learns no item-ID table: the inductive model
         model = create_model("missrec", ds, options=margs.given(), runtime=targs.runtime(), mode="inductive",
@@ -82,6 +83,13 @@ def pretrain(argv=None):
     model.config.source = {"pretrained_on": pargs.dataset, "domains": ds.domains or [pargs.dataset]}
     for line in model.data_notes(ds):  # e.g. a text-only corpus: a text-only model
         acc.print(f"{pargs.dataset}: {line}")
+    if model.config.text_dim is None:
+        # An image-only model has no text: a word-drop view cannot be made; say what the view is.
+        if pargs.augmentation in ("word_drop", "both"):
+            raise UserError("--augmentation", f"{pargs.augmentation} drops words of the item texts, and this "
+                                              "image-only model has none; use item_drop (or auto)")
+        acc.print(f"{pargs.dataset}: augmentation {pargs.augmentation}: item drop (keep probability "
+                  f"{pargs.item_keep_prob}); an image-only model has no text for word drop")
     items = model.make_items(ds, acc.device)
     acc.print(f"corpus {pargs.dataset}: {len(ds.domains or [1])} domain(s), {items.n_items} items, "
               f"{len(ds.splits['train'])} training sequences; {sum(p.numel() for p in model.parameters()):,} parameters; "
