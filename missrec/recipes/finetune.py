@@ -22,6 +22,7 @@ from typing import Optional
 
 from missrec.args import DATASET, TrainArgs, at_least, check_fields, check_metric, one_of, parse_ks, with_defaults
 from missrec.cli import entry_status, run
+from missrec.errors import OptionError
 
 TEST_RANKS = "test_ranks.npy"
 # An epoch checkpoint every epoch (only the newest kept) makes --resume_from latest lose at most one epoch.
@@ -42,11 +43,17 @@ class FinetuneArgs:
     ks: str = field(default="10,20,50", metadata={"help": "Cut-offs K for Recall@K / NDCG@K (comma separated)."})
     mask_history: bool = field(default=False, metadata={"help": "Exclude each user's history items from the ranking (the paper does not)."})
     plot: bool = field(default=True, metadata={"help": "Write curves.png (train loss and validation metric per epoch)."})
+    zero_shot: bool = field(default=False, metadata={"help": "Train nothing: evaluate the --pretrained checkpoint on the target as it is (interest discovery on the target's items, then valid and test), the zero-shot transfer baseline. Needs --mode inductive (item-ID embeddings would be untrained)."})
     model: str = field(default="missrec", metadata={"help": "A model type of missrec/model_registry.py: missrec, or an ID-only baseline: sasrec (hidden 64, 2 layers, 2 heads, inner 256, dropout 0.5 by default) or gru4rec (embedding 64, GRU hidden 128, 1 layer, dropout 0.3). Model options set explicitly apply to it; an option it has not is refused."})
 
     def __post_init__(self):
         check_fields(self, mode=one_of("transductive", "inductive"), patience=at_least(1), dataset=DATASET)
         check_metric(self.metric, self.ks)
+        if self.zero_shot and self.pretrained.lower() == "none":
+            raise OptionError("--zero_shot", "evaluates a pretrained model as it is: give --pretrained CHECKPOINT")
+        if self.zero_shot and self.mode != "inductive":
+            raise OptionError("--zero_shot", "needs --mode inductive: a transductive model's item-ID embeddings "
+                                             "would be untrained")
 
     @property
     def ks_tuple(self):
@@ -148,6 +155,8 @@ def finetune(argv=None, *, drop_foreign_options: bool = False) -> dict:
     items = model.make_items(ds, acc.device)
     out = Path(targs.output_dir)
     task = FinetuneTask(model, items, ds.splits, targs, fargs, n_items=n_items)
+    if fargs.zero_shot:
+        return _zero_shot(task, acc, targs, fargs, out, trainable, total, ds)
     from missrec.rundir import run_settings
     trainer = Trainer(targs, task, acc, EarlyStopping(f"valid_{fargs.metric}", fargs.patience, out / "best"),
                       settings=run_settings(margs.effective(model), targs, fargs))
@@ -173,6 +182,39 @@ def finetune(argv=None, *, drop_foreign_options: bool = False) -> dict:
         acc.print("test: " + ", ".join(f"{k} {v:.4f}" for k, v in t.items()) + f"  (best epoch {state.best_epoch}); "
                   f"results in {out / 'results.json'}")
     trainer.close()
+    return results
+
+
+def _zero_shot(task, acc, targs, fargs, out: Path, trainable: int, total: int, ds) -> dict:
+    """--zero_shot: the pretrained model as it is, on the target (no training step, no checkpoint)."""
+    import time
+
+    from missrec import rundir
+    rundir.check_output_dir(out, "", targs.overwrite_output_dir)
+    lock = rundir.claim_output_dir(out, "", targs.overwrite_output_dir) if acc.is_main_process else None
+    try:
+        t0 = time.perf_counter()
+        # The interests of the target's items (MISSRec: k-means over the pretrained adaptors' vectors),
+        # as at the start of a finetuning run's first epoch.
+        info = task.on_epoch_start(0, acc)
+        if info:
+            acc.print(f"zero-shot: interests K={info['k']}, k-means {info['n_iter']} iterations, inertia {info['inertia']:.4g}")
+        valid = task.evaluate("valid", acc)
+        test, test_ranks = task.evaluate("test", acc, return_ranks=True)  # the one read of the test split
+        results = {"dataset": fargs.dataset, "model": fargs.model, "mode": fargs.mode, "pretrained": fargs.pretrained,
+                   "peft": fargs.peft, "zero_shot": True, "metric": fargs.metric, "valid": valid, "test": test,
+                   "test_ranks": TEST_RANKS, "best_epoch": 0, "epochs_run": 0, "trainable_params": trainable,
+                   "total_params": total, "history": [], "num_processes": acc.num_processes,
+                   "throughput": {"seconds": time.perf_counter() - t0, "steps": 0, "sequences": 0},
+                   "features": (ds.meta or {}).get("encoder")}
+        if acc.is_main_process:
+            write_test_ranks(out / TEST_RANKS, test_ranks)
+            write_reports(out, results, [], plot=False)
+            acc.print("zero-shot test: " + ", ".join(f"{k} {v:.4f}" for k, v in test.items())
+                      + f"; results in {out / 'results.json'}")
+    finally:
+        if lock is not None:
+            lock.release()
     return results
 
 

@@ -40,6 +40,9 @@ import numpy as np
 
 SETTINGS = {"id-scratch": ("transductive", False), "id-pt": ("transductive", True),
             "noid-scratch": ("inductive", False), "noid-pt": ("inductive", True)}
+# Not in "all": the pretrained inductive model evaluated on the target as it is (finetune --zero_shot).
+ZERO_SHOT = {"noid-zeroshot": ("inductive", True)}
+ALL_SETTINGS = {**SETTINGS, **ZERO_SHOT}
 RUN_RECORD = "transfer_run.json"
 
 
@@ -128,7 +131,7 @@ def summarise(runs: list[dict], metrics: Sequence[str]) -> tuple[dict, dict]:
     from missrec.evaluate import per_row_metrics
 
     per_setting = {}
-    for tag in SETTINGS:
+    for tag in ALL_SETTINGS:
         rs = [r for r in runs if r["setting"] == tag]
         if rs:
             per_setting[tag] = {m: mean_se([r["test"][m] for r in rs]) for m in metrics}
@@ -212,7 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pretrain_args", default="",
                    help="extra options for pretraining, one quoted string (e.g. \"--epochs 1 --train_batch_size 512\")")
     p.add_argument("--seeds", default="0", help="comma-separated finetuning seeds (default 0)")
-    p.add_argument("--settings", default="all", help="comma-separated subset of " + ",".join(SETTINGS) + " (default all)")
+    p.add_argument("--settings", default="all", help="comma-separated subset of " + ",".join(SETTINGS) + " (default all: these four), "
+                   "and/or noid-zeroshot: the pretrained model without IDs evaluated on the target with no "
+                   "training (zero-shot transfer; e.g. all,noid-zeroshot)")
     p.add_argument("--user_fraction", type=float, default=None,
                    help="finetune on a seeded share of the target's users (a low-data target), e.g. 0.2")
     p.add_argument("--user_seed", type=int, default=0, help="seed choosing the --user_fraction users (default 0)")
@@ -240,11 +245,12 @@ def transfer(argv=None) -> dict:
         seeds = []
     if not seeds:
         raise OptionError("--seeds", f"expected comma-separated integers, got {own.seeds!r}")
-    tags = list(SETTINGS) if own.settings == "all" else [t.strip() for t in own.settings.split(",") if t.strip()]
-    unknown = [t for t in tags if t not in SETTINGS]
+    tags = [t.strip() for t in own.settings.split(",") if t.strip()]
+    tags = list(dict.fromkeys(x for t in tags for x in (SETTINGS if t == "all" else [t])))
+    unknown = [t for t in tags if t not in ALL_SETTINGS]
     if unknown or not tags:
-        raise OptionError("--settings", f"unknown setting(s) {', '.join(unknown) or '(none)'}; choose from {','.join(SETTINGS)}")
-    needs_pt = any(SETTINGS[t][1] for t in tags)
+        raise OptionError("--settings", f"unknown setting(s) {', '.join(unknown) or '(none)'}; choose from all,{','.join(ALL_SETTINGS)}")
+    needs_pt = any(ALL_SETTINGS[t][1] for t in tags)
     if needs_pt and not (own.pretrained or own.source):
         raise OptionError("--source", "the pretrained settings need --source DATASET (to pretrain) or --pretrained CHECKPOINT")
     # Every run's options are checked before any work (finetuning's, then pretraining's).
@@ -277,11 +283,11 @@ def transfer(argv=None) -> dict:
     runs = []
     for seed in seeds:
         for tag in tags:
-            mode, with_pt = SETTINGS[tag]
+            mode, with_pt = ALL_SETTINGS[tag]
             run_dir = out / "runs" / f"{tag}-seed{seed}"
             run_argv = [*rest, "--data_root", data_root, "--dataset", dataset, "--mode", mode,
                         "--pretrained", pretrain["checkpoint"] if with_pt else "none", "--seed", str(seed),
-                        "--output_dir", str(run_dir)]
+                        "--output_dir", str(run_dir), *(["--zero_shot", "true"] if tag in ZERO_SHOT else [])]
             runs.append(_finetune(ft, tag, seed, run_argv, run_dir))
     metrics = list(runs[0]["test"])
     per_setting, pairs = summarise(runs, metrics)
