@@ -1,6 +1,7 @@
 """Training objectives, each an nn.Module around the model so that DDP sees one forward per step.
 
-Pretraining: in-batch sequence->item contrast on fused logits + lambda x sequence->sequence
+Pretraining: sequence->item contrast on fused logits (in-batch negatives, the paper's, or
+``negatives="all_items"``: a softmax over every item of the corpus) + lambda x sequence->sequence
 contrast against an augmented view + gamma x interest regulariser. Finetuning: softmax
 cross-entropy over every item (padding excluded) + gamma x regulariser.
 
@@ -66,7 +67,7 @@ def item_drop(seq: torch.Tensor, length: torch.Tensor, keep: torch.Tensor):
 
 class PretrainObjective(nn.Module):
     def __init__(self, model, *, lambda_seq: float = 1e-3, gamma_reg: float = 1e-4,
-                 augmentation: str = "auto", mask_false_negatives: bool = False):
+                 augmentation: str = "auto", mask_false_negatives: bool = False, negatives: str = "in_batch"):
         super().__init__()
         if augmentation not in ("auto", "item_drop", "word_drop", "both"):
             raise OptionError(f"augmentation must be auto|item_drop|word_drop|both, got {augmentation!r}")
@@ -75,6 +76,9 @@ class PretrainObjective(nn.Module):
         # The item-drop keep mask arrives in the batch (drawn per global batch by the task).
         self.augmentation = augmentation
         self.mask_false_negatives = mask_false_negatives
+        if negatives not in ("in_batch", "all_items"):
+            raise OptionError(f"negatives must be in_batch|all_items, got {negatives!r}")
+        self.negatives = negatives
 
     def augment(self, seq, length, keep, items: ItemTable):
         mode = self.augmentation
@@ -98,21 +102,29 @@ class PretrainObjective(nn.Module):
         seq2, len2, text2 = self.augment(seq, length, batch["keep"], items)
         u2, reg2 = m(seq2, len2, items, text_table=text2)
 
-        rt, rv, _ = m.item_reps(items, target)
-        # rv None: a text-only model; rt None: an image-only one.
-        rt, rv = (None if r is None else gather_with_grad(r) for r in (rt, rv))
         rank, _ = _world()
         labels = torch.arange(seq.shape[0], device=seq.device) + rank * seq.shape[0]
-        logits = m.logits(u, (rt, rv, None))
-        if self.mask_false_negatives:
-            all_t = gather_no_grad(target)
-            same = target.unsqueeze(1) == all_t.unsqueeze(0)
-            same[torch.arange(seq.shape[0], device=seq.device), labels] = False
-            logits = logits.masked_fill(same, float("-inf"))
-        loss_si = F.cross_entropy(logits.float(), labels)
+        if self.negatives == "all_items":
+            # Every item of the corpus is a candidate (each process scores its own rows; DDP averages
+            # equal-sized slices, so any process count optimises the same loss).
+            logits = m.logits(u, m.item_reps(items))
+            loss_si = F.cross_entropy(logits.float(), target - 1)
+        else:
+            rt, rv, _ = m.item_reps(items, target)
+            # rv None: a text-only model; rt None: an image-only one.
+            rt, rv = (None if r is None else gather_with_grad(r) for r in (rt, rv))
+            loss_si = self._in_batch(m.logits(u, (rt, rv, None)), target, labels)
         loss_ss = F.cross_entropy((u @ gather_with_grad(u2).t()).float() / m.config.temperature, labels)
         loss = loss_si + self.lambda_seq * loss_ss + self.gamma_reg * (reg + reg2)
         return loss, {"loss_seq_item": loss_si.detach(), "loss_seq_seq": loss_ss.detach()}
+
+    def _in_batch(self, logits, target, labels):
+        if self.mask_false_negatives:
+            all_t = gather_no_grad(target)
+            same = target.unsqueeze(1) == all_t.unsqueeze(0)
+            same[torch.arange(len(target), device=target.device), labels] = False
+            logits = logits.masked_fill(same, float("-inf"))
+        return F.cross_entropy(logits.float(), labels)
 
 
 class FinetuneObjective(nn.Module):

@@ -50,7 +50,8 @@ class PretrainTask(_Task):
         self.keep_prob = pargs.item_keep_prob
         self.objective = PretrainObjective(
             model, lambda_seq=pargs.lambda_seq, gamma_reg=args.gamma_reg, augmentation=pargs.augmentation,
-            mask_false_negatives=pargs.mask_false_negatives)
+            mask_false_negatives=pargs.mask_false_negatives,
+            negatives=getattr(pargs, "negatives", "in_batch"))
 
     def make_batch(self, global_idx, rank, world, micro_step, device):
         batch = super().make_batch(global_idx, rank, world, micro_step, device)

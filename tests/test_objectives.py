@@ -53,3 +53,19 @@ def test_finetune_loss_is_full_softmax_without_padding():
     assert logits.shape == (4, N)  # padding item 0 is not a class
     ref = torch.nn.functional.cross_entropy(logits, batch["target"] - 1)
     assert torch.allclose(loss, ref)
+
+
+def test_pretraining_with_all_items_as_negatives_is_a_full_softmax():
+    model, items, batch = _setup()
+    model.eval()  # no dropout: both forwards see the same user vectors
+    obj = PretrainObjective(model, augmentation="item_drop", lambda_seq=0.0, gamma_reg=0.0, negatives="all_items")
+    loss, logs = obj(batch, items)
+    u, _ = model(batch["seq"], batch["length"], items)
+    logits = model.logits(u, model.item_reps(items, torch.arange(1, N + 1)))
+    assert torch.allclose(loss, torch.nn.functional.cross_entropy(logits, batch["target"] - 1))
+    assert torch.allclose(logs["loss_seq_item"], loss)
+    # In-batch negatives score only the batch's own targets: another loss on the same batch.
+    in_batch, _ = PretrainObjective(model, augmentation="item_drop", lambda_seq=0.0, gamma_reg=0.0)(batch, items)
+    assert not torch.allclose(in_batch, loss)
+    with pytest.raises(ValueError, match="in_batch|all_items"):
+        PretrainObjective(model, negatives="everything")

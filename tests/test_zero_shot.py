@@ -57,7 +57,7 @@ def test_zero_shot_option_errors_are_one_line(data, tmp_path, capsys, extra, nee
     assert not (tmp_path / "o").exists()
 
 
-def test_transfer_adds_the_zero_shot_setting(data, ckpt, tmp_path):
+def test_transfer_adds_the_zero_shot_setting(data, ckpt, tmp_path, capsys):
     out = tmp_path / "tr"
     res = transfer.transfer(["--data_root", str(data), "--dataset", "tiny", "--pretrained", str(ckpt),
                              "--settings", "noid-scratch,noid-pt,noid-zeroshot", "--seeds", "0",
@@ -68,3 +68,13 @@ def test_transfer_adds_the_zero_shot_setting(data, ckpt, tmp_path):
     assert res["per_setting"]["noid-zeroshot"]["ndcg@10"]["mean"] == pytest.approx(zs["test"]["ndcg@10"])
     assert "noid" in res["paired_pretrained_minus_scratch"]  # pt vs scratch pairing unaffected
     assert "| noid-zeroshot |" in (out / "results.md").read_text()
+    # A finished run copied into another transfer folder is reused there (its --output_dir aside).
+    import shutil
+    other = tmp_path / "tr2"
+    shutil.copytree(out / "runs" / "noid-scratch-seed0", other / "runs" / "noid-scratch-seed0")
+    capsys.readouterr()
+    again = transfer.transfer(["--data_root", str(data), "--dataset", "tiny", "--settings", "noid-scratch",
+                               "--seeds", "0", "--output_dir", str(other), "--epochs", "1", "--plot", "false", *SMALL])
+    assert again["per_setting"]["noid-scratch"] == res["per_setting"]["noid-scratch"]
+    assert again["runs"][0]["dir"] == str(other / "runs" / "noid-scratch-seed0")
+    assert "== noid-scratch seed 0: reusing" in capsys.readouterr().out

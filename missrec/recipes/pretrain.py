@@ -30,10 +30,12 @@ class PretrainArgs:
     augmentation: str = field(default="auto", metadata={"help": "Augmented view: item_drop | word_drop (.feat2CLS) | both | auto (both when .feat2CLS exists)."})
     item_keep_prob: float = field(default=0.8, metadata={"help": "Item drop: keep each position with this probability (first always kept)."})
     mask_false_negatives: bool = field(default=False, metadata={"help": "Mask in-batch negatives whose target equals the row's target."})
+    negatives: str = field(default="in_batch", metadata={"help": "Negatives of the sequence-item contrast: in_batch (the paper's: the other rows' targets, sampled by popularity, so popular items are over-penalised) | all_items (softmax over every item of the corpus, as finetuning does; a [batch, items] score table per step)."})
     init_from: str = field(default="", metadata={"help": "Start from this checkpoint's weights (folder, .pth, registry name or Hub id)."})
 
     def __post_init__(self):
         check_fields(self, lambda_seq=NON_NEGATIVE, augmentation=one_of("auto", "item_drop", "word_drop", "both"),
+                     negatives=one_of("in_batch", "all_items"),
                      item_keep_prob=((lambda v: 0 < v <= 1), "must lie in (0, 1]"), dataset=DATASET)
 
 

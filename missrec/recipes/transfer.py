@@ -330,6 +330,20 @@ def _pretrain(own, rest: list[str], pt_dir: Path, source_root: str) -> dict:
     return info
 
 
+def _where_aside(argv: list[str]) -> list[str]:
+    """A run's options without its --output_dir: a finished run folder copied into another transfer
+    folder (e.g. the scratch runs shared by two pretraining variants) is the same run."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--output_dir":
+            skip = True
+        elif not a.startswith("--output_dir="):
+            out.append(a)
+    return out
+
+
 def _finetune(ft, tag: str, seed: int, argv: list[str], run_dir: Path) -> dict:
     """One finetuning run in its own folder; a finished one with the same options is reused."""
     from missrec.fsutil import atomic_write_json
@@ -338,9 +352,9 @@ def _finetune(ft, tag: str, seed: int, argv: list[str], run_dir: Path) -> dict:
     ranks = run_dir / ft.TEST_RANKS
     if record.is_file() and ranks.is_file():
         done = json.loads(record.read_text())
-        if done.get("argv") == argv:
+        if _where_aside(done.get("argv") or []) == _where_aside(argv):
             print(f"== {tag} seed {seed}: reusing {run_dir}", flush=True)
-            return {**done, "ranks_file": ranks}
+            return {**done, "argv": argv, "dir": str(run_dir), "ranks_file": ranks}
     if run_dir.exists():
         shutil.rmtree(run_dir)  # an unfinished or differently-configured run of this command: start it anew
     print(f"== {tag} seed {seed}", flush=True)
