@@ -15,8 +15,8 @@ from safetensors.torch import load_file
 
 from missrec.config import MISSRecConfig
 from missrec.errors import CorruptFileError, UserError
-from missrec.items import ItemTable
-from missrec.model import MISSRec, MISSRecScorer
+from missrec.model import MISSRec
+from tests._modality import check_one_modality_model
 from tests._tiny import make_corpus, make_domain
 
 SMALL = ["--hidden_size", "32", "--n_heads", "2", "--inner_size", "32", "--progress", "false",
@@ -64,32 +64,7 @@ def test_image_only_model_scores_with_images_alone():
     assert model.text_adaptor is None and model.fusion_factor is None and cfg.modalities == ["image"]
     assert not any(k.startswith(("text_adaptor", "fusion_factor")) for k in model.state_dict())
     assert cfg.n_parameters() == sum(p.numel() for p in model.parameters())
-    # Every parameter gets a gradient (multi-process training requires it).
-    items0 = ItemTable(None, torch.cat([torch.zeros(1, d), torch.randn(n, d)]), hidden_size=16)
-    items0.discover_interests(model.eval(), 0.5)
-    model.train()
-    u0, reg0 = model(torch.tensor([[1, 2, 0]]), torch.tensor([2]), items0)
-    (model.logits(u0, model.item_reps(items0)).logsumexp(-1).sum() + reg0).backward()
-    assert all(p.grad is not None for p in model.parameters())
-    model.zero_grad()
-    model.eval()
-    items = ItemTable(None, torch.cat([torch.zeros(1, d), torch.randn(n, d)]), hidden_size=16)
-    assert items.n_items == n and items.text is None
-    info = items.discover_interests(model, 0.5)
-    assert info["k"] == math.ceil(0.5 * n)  # one vector per item: image only
-    assert items.text_interest.eq(0).all() and items.image_interest[1:].ge(1).all()
-    seq = torch.tensor([[1, 2, 3, 0], [4, 5, 0, 0]])
-    length = torch.tensor([3, 2])
-    u, _ = model(seq, length, items)
-    rt, rv, re = model.item_reps(items)
-    assert rt is None and re is None
-    expected = (u @ rv.t()) / cfg.temperature
-    assert torch.allclose(model.logits(u, (rt, rv, re)), expected)
-    scorer = MISSRecScorer(model, items)
-    ids = torch.tensor([3, 7])
-    assert torch.allclose(scorer.score_pairs(u, ids), expected[torch.arange(2), ids - 1], atol=1e-6)
-    model.config.attention_impl = "padded"  # the reference path computes the same user vectors
-    assert torch.allclose(u, model(seq, length, items)[0], atol=1e-5)
+    check_one_modality_model(model, "image", n, d)
 
 
 def test_a_config_without_any_modality_is_an_error_naming_config_json(tmp_path):

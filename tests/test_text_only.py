@@ -4,15 +4,14 @@ image adaptor keep working on text-only targets (zero image rows)."""
 from __future__ import annotations
 
 import json
-import math
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from missrec.config import MISSRecConfig
-from missrec.items import ItemTable
-from missrec.model import MISSRec, MISSRecScorer
+from missrec.model import MISSRec
+from tests._modality import check_one_modality_model
 from tests._tiny import make_corpus, make_domain
 
 SMALL = ["--hidden_size", "32", "--n_heads", "2", "--inner_size", "32", "--progress", "false",
@@ -42,33 +41,7 @@ def test_text_only_model_scores_with_text_alone():
     model = MISSRec(cfg).eval()
     assert model.img_adaptor is None and cfg.modalities == ["text"]
     assert not any(k.startswith(("img_adaptor", "fusion_factor")) for k in model.state_dict())
-    # Every parameter gets a gradient (multi-process training requires it).
-    items0 = ItemTable(torch.cat([torch.zeros(1, d), torch.randn(n, d)]), None, hidden_size=16)
-    items0.discover_interests(model, 0.5)
-    model.train()
-    u0, reg0 = model(torch.tensor([[1, 2, 0]]), torch.tensor([2]), items0)
-    (model.logits(u0, model.item_reps(items0)).logsumexp(-1).sum() + reg0).backward()
-    assert all(p.grad is not None for p in model.parameters())
-    model.zero_grad()
-    model.eval()
-    items = ItemTable(torch.cat([torch.zeros(1, d), torch.randn(n, d)]), None, hidden_size=16)
-    info = items.discover_interests(model, 0.5)
-    assert info["k"] == math.ceil(0.5 * n)  # one vector per item: text only
-    assert items.image_interest.eq(0).all() and items.text_interest[1:].ge(1).all()
-    seq = torch.tensor([[1, 2, 3, 0], [4, 5, 0, 0]])
-    length = torch.tensor([3, 2])
-    u, _ = model(seq, length, items)
-    rt, rv, re = model.item_reps(items)
-    assert rv is None and re is None
-    expected = (u @ rt.t()) / cfg.temperature
-    assert torch.allclose(model.logits(u, (rt, rv, re)), expected)
-    scorer = MISSRecScorer(model, items)
-    ids = torch.tensor([3, 7])
-    assert torch.allclose(scorer.score_pairs(u, ids), expected[torch.arange(2), ids - 1], atol=1e-6)
-    # The padded reference path computes the same user vectors.
-    model.config.attention_impl = "padded"
-    u2, _ = model(seq, length, items)
-    assert torch.allclose(u, u2, atol=1e-5)
+    check_one_modality_model(model, "text", n, d)
 
 
 def test_text_only_pretrain_then_finetune_in_all_settings(root, tmp_path, capsys):
