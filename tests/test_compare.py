@@ -15,11 +15,13 @@ TINY_SEQ = "--hidden_size 32 --n_heads 2 --inner_size 32 --train_batch_size 256 
 
 
 @pytest.mark.slow
-def test_compare_runs_every_model_kind_on_the_sample_and_collects_on_rerun(tmp_path):
+def test_compare_runs_every_model_kind_on_the_sample_and_collects_on_rerun(tmp_path, capsys):
     out = tmp_path / "cmp"
     argv = ["--dataset", "sample_a", "--models", "missrec-id,sasrec,lightgcn", "--seeds", "2", "--epochs", "1",
             "--output_dir", str(out), "--finetune_args", TINY_SEQ, "--baseline_args", "--eval_batch_size 512"]
     res = main(argv)
+    # A long graph run is never silent: one line per epoch (the sequential runs log every --log_every steps).
+    assert "[lightgcn] epoch 1: loss" in capsys.readouterr().out
     assert res["models"] == ["missrec-id", "sasrec", "lightgcn", "popularity"]
     assert res["seeds"] == [2022, 2023]
     saved = json.loads((out / "results.json").read_text())
@@ -56,6 +58,22 @@ def test_model_list_and_errors():
         main(["--models", "missrec-id-pt", "--output_dir", "unused"])
     with pytest.raises(ValueError, match="unknown MISSRec setting"):
         main(["--models", "missrec-big", "--output_dir", "unused"])
+
+
+def test_model_args_reach_only_their_model_and_bad_ones_are_one_line_errors(tmp_path):
+    out = tmp_path / "cmp"
+    res = main(["--dataset", "sample_a", "--models", "lightgcn,vbpr", "--epochs", "1", "--output_dir", str(out),
+                "--baseline_args", "--eval_batch_size 512", "--model_args", "lightgcn=--epochs 2 --patience 5"])
+    runs = {r["model"]: r for r in res["runs"]}
+    assert runs["lightgcn"]["epochs_run"] == 2 and runs["vbpr"]["epochs_run"] == 1
+    for bad, msg in (("sasrec=--epochs 2", "not in --models"), ("lightgcn", "expected NAME="),
+                     ("lightgcn=--seed 'x", "--model_args lightgcn")):
+        with pytest.raises(ValueError, match=msg):
+            main(["--dataset", "sample_a", "--models", "lightgcn", "--output_dir", str(tmp_path / "x"),
+                  "--model_args", bad])
+    with pytest.raises(ValueError, match="given twice"):
+        main(["--dataset", "sample_a", "--models", "lightgcn", "--output_dir", str(tmp_path / "x"),
+              "--model_args", "lightgcn=--epochs 2", "--model_args", "lightgcn=--epochs 3"])
 
 
 def test_summary_is_mean_and_standard_error():

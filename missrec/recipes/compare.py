@@ -23,7 +23,9 @@ the target, each model's epoch selected on validation only, the user's earlier i
 ``--mask_history true``; graph models and popularity: every train and validation item, as
 ``--test_graph train+valid``; the two agree for every user whose history fits the sequence length).
 A run whose ``results.json`` already exists in its folder is collected, not re-run (--rerun to
-force). --finetune_args / --baseline_args pass extra options to every sequential / graph run.
+force). --finetune_args / --baseline_args pass extra options to every sequential / graph run;
+``--model_args NAME="OPTIONS"`` (repeatable) to one model's runs only, after those, so it wins (e.g.
+``--model_args "mmssl=--epochs 10"``: a model whose epoch costs minutes gets its own cap).
 
 Collect mode (positional results.json files or folders): one table of their test metrics, as
 before.
@@ -129,6 +131,26 @@ def _model_list(spec: str, pretrained: str) -> list[str]:
     return names
 
 
+def _per_model_args(specs: list[str], names: list[str]) -> dict[str, str]:
+    """``["mmssl=--epochs 10", ...]`` -> ``{"mmssl": "--epochs 10"}``; a model not in --models is an error."""
+    out: dict[str, str] = {}
+    for spec in specs or []:
+        name, sep, opts = spec.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise OptionError(f"--model_args: expected NAME=\"OPTIONS\" (e.g. mmssl=\"--epochs 10\"), got {spec!r}")
+        if name not in names:
+            raise OptionError(f"--model_args: {name!r} is not in --models ({', '.join(names)})")
+        if name in out:
+            raise OptionError(f"--model_args: {name!r} is given twice")
+        try:
+            shlex.split(opts)
+        except ValueError as e:
+            raise OptionError(f"--model_args {name}: {e}") from None
+        out[name] = opts
+    return out
+
+
 def _run_one(name: str, seed: int, out: Path, a, data_root: str) -> dict:
     """Run (or collect) one model at one seed; returns its summary row."""
     done = out / "results.json"
@@ -136,19 +158,23 @@ def _run_one(name: str, seed: int, out: Path, a, data_root: str) -> dict:
     if not (done.is_file() and timing.is_file()) or a.rerun:
         t0 = time.perf_counter()
         common = ["--data_root", data_root, "--dataset", a.dataset, "--output_dir", str(out), "--seed", str(seed),
-                  "--plot", "false", "--progress", "false"]
+                  "--plot", "false"]
         if out.exists():  # an unfinished run, or --rerun: its files are moved aside (never deleted)
             common.append("--overwrite_output_dir")
         if a.epochs:
             common += ["--epochs", str(a.epochs)]
         if name in GRAPH_MODELS:
             from . import baselines
+            # A graph run's --progress is one line per epoch (no bar): kept, so a long run is never silent.
             baselines.run_baseline(["--format", "atomic", "--model", name, "--test_graph", "train+valid", "--ks", KS,
-                            "--metric", a.metric, *common, *shlex.split(a.baseline_args)])
+                            "--metric", a.metric, *common, *shlex.split(a.baseline_args),
+                            *shlex.split(a.per_model.get(name, ""))])
         else:
             from . import finetune
+            # No bar; finetuning still logs a line every --log_every steps.
             finetune.finetune([*_sequential_argv(name, a.pretrained), "--mask_history", "true", "--ks", KS,
-                           "--metric", a.metric, *common, *shlex.split(a.finetune_args)])
+                           "--metric", a.metric, "--progress", "false", *common, *shlex.split(a.finetune_args),
+                           *shlex.split(a.per_model.get(name, ""))])
         from ..fsutil import atomic_write_json
         atomic_write_json(timing, {"model": name, "seed": seed, "wall_seconds": time.perf_counter() - t0})
     r = json.loads(done.read_text(encoding="utf-8"))
@@ -238,6 +264,7 @@ def run_all(a) -> dict:
     if a.seeds < 1:
         raise OptionError(f"--seeds: must be >= 1, got {a.seeds}")
     names = _model_list(a.models, a.pretrained)
+    a.per_model = _per_model_args(a.model_args, names)
     for n in names:
         if not n.startswith("missrec-") and n not in GRAPH_MODELS:
             _sequential_argv(n, a.pretrained)
@@ -284,6 +311,9 @@ def compare(argv=None):
                                                             "set it with --finetune_args too if not 50).")
     p.add_argument("--finetune_args", default="", help="Extra options for every sequential run (finetune/run.py).")
     p.add_argument("--baseline_args", default="", help="Extra options for every graph run (baselines/run.py).")
+    p.add_argument("--model_args", action="append", default=[], metavar='NAME="OPTIONS"',
+                   help="Extra options for one model's runs only, after --finetune_args/--baseline_args (repeatable; "
+                        "e.g. --model_args \"mmssl=--epochs 10\").")
     p.add_argument("--rerun", action="store_true", help="Run again even where a run's results.json exists.")
     a = p.parse_args(argv)
     if a.results:
