@@ -131,10 +131,10 @@ def _model_list(spec: str, pretrained: str) -> list[str]:
     return names
 
 
-def _per_model_args(specs: list[str], names: list[str]) -> dict[str, str]:
-    """``["mmssl=--epochs 10", ...]`` -> ``{"mmssl": "--epochs 10"}``; a model not in --models is an error."""
-    out: dict[str, str] = {}
-    for spec in specs or []:
+def _per_model_args(specs: list[str], names: list[str]) -> dict[str, list[str]]:
+    """``["mmssl=--epochs 10", ...]`` -> ``{"mmssl": ["--epochs", "10"]}``; a model not in --models is an error."""
+    out: dict[str, list[str]] = {}
+    for spec in specs:
         name, sep, opts = spec.partition("=")
         name = name.strip()
         if not sep or not name:
@@ -144,10 +144,9 @@ def _per_model_args(specs: list[str], names: list[str]) -> dict[str, str]:
         if name in out:
             raise OptionError(f"--model_args: {name!r} is given twice")
         try:
-            shlex.split(opts)
+            out[name] = shlex.split(opts)
         except ValueError as e:
             raise OptionError(f"--model_args {name}: {e}") from None
-        out[name] = opts
     return out
 
 
@@ -168,13 +167,13 @@ def _run_one(name: str, seed: int, out: Path, a, data_root: str) -> dict:
             # A graph run's --progress is one line per epoch (no bar): kept, so a long run is never silent.
             baselines.run_baseline(["--format", "atomic", "--model", name, "--test_graph", "train+valid", "--ks", KS,
                             "--metric", a.metric, *common, *shlex.split(a.baseline_args),
-                            *shlex.split(a.per_model.get(name, ""))])
+                            *a.per_model.get(name, [])])
         else:
             from . import finetune
             # No bar; finetuning still logs a line every --log_every steps.
             finetune.finetune([*_sequential_argv(name, a.pretrained), "--mask_history", "true", "--ks", KS,
                            "--metric", a.metric, "--progress", "false", *common, *shlex.split(a.finetune_args),
-                           *shlex.split(a.per_model.get(name, ""))])
+                           *a.per_model.get(name, [])])
         from ..fsutil import atomic_write_json
         atomic_write_json(timing, {"model": name, "seed": seed, "wall_seconds": time.perf_counter() - t0})
     r = json.loads(done.read_text(encoding="utf-8"))
