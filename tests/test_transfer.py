@@ -76,6 +76,7 @@ def test_transfer_runs_four_settings_over_seeds_and_pairs_per_user(root, tmp_pat
     assert saved["paired_pretrained_minus_scratch"] == json.loads(json.dumps(res["paired_pretrained_minus_scratch"]))
     assert saved["pretrain"]["checkpoint"].endswith("checkpoint-step2")
     assert saved["target"]["subset"]["user_fraction"] == 0.5
+    assert saved["source_signal"] is None and "note: no source-statistics check: " in printed  # a corpus source
     runs = saved["runs"]
     assert sorted((r["setting"], r["seed"]) for r in runs) == sorted(
         (t, s) for t in transfer.SETTINGS for s in (0, 1))
@@ -111,8 +112,33 @@ def test_transfer_runs_four_settings_over_seeds_and_pairs_per_user(root, tmp_pat
     (["--settings", "id-pt"], "--source: the pretrained settings need"),
     (["--mode", "inductive"], "--mode: is set by missrec-transfer"),
     (["--seeds", "a,b"], "--seeds: expected comma-separated integers"),
+    (["--source", "rest"], "--source: 'rest' (the target's other users) needs --user_fraction"),
 ])
 def test_bad_options_are_one_line_errors(tmp_path, capsys, argv, needle):
     assert transfer.main(argv + ["--output_dir", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert needle in err[-1]
+
+
+def test_rest_is_the_complement_of_the_subset(root, tmp_path):
+    _, name = transfer.subset_users(root, "tiny", 0.25, 3, tmp_path)
+    _, rest = transfer.subset_users(root, "tiny", 0.25, 3, tmp_path, rest=True)
+    assert rest == name + "-rest"
+    chosen = set(read_index_map(tmp_path / name / f"{name}.user2index"))
+    others = set(read_index_map(tmp_path / rest / f"{rest}.user2index"))
+    assert not chosen & others and chosen | others == set(read_index_map(root / "tiny" / "tiny.user2index"))
+    assert len(_rows(tmp_path / rest, rest, "test")) == 30
+    assert read_meta(tmp_path / rest / f"{rest}.meta.json")["user_subset"]["rest"] is True
+
+
+def test_source_rest_pretrains_on_the_other_users(root, tmp_path, capsys):
+    out = tmp_path / "tr"
+    res = transfer.transfer(["--data_root", str(root), "--dataset", "tiny", "--source", "rest", "--user_fraction", "0.25",
+                             "--settings", "noid-scratch,noid-pt", "--pretrain_args", "--max_steps 2 --progress false",
+                             "--output_dir", str(out), "--epochs", "1", *SMALL])
+    printed = capsys.readouterr().out
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["pretrain"]["source"] == "tiny-users0.25-seed0-rest"
+    assert saved["pretrain"]["argv"][:4] == ["--data_root", str(out / "data"), "--dataset", "tiny-users0.25-seed0-rest"]
+    # The same items under both: every answer of the target has its text in the source.
+    assert res["source_signal"]["matched_targets"] == 1.0 and "what tiny-users0.25-seed0-rest's statistics" in printed

@@ -44,12 +44,15 @@ SETTINGS = {"id-scratch": ("transductive", False), "id-pt": ("transductive", Tru
 ZERO_SHOT = {"noid-zeroshot": ("inductive", True)}
 ALL_SETTINGS = {**SETTINGS, **ZERO_SHOT}
 RUN_RECORD = "transfer_run.json"
+REST = "rest"  # --source rest: the target's users outside the --user_fraction subset
 
 
 # ----------------------------------------------------------------------------- low-data target
 def subset_users(data_root: str | Path, dataset: str, fraction: float, seed: int, out_root: str | Path,
-                 name: str | None = None) -> tuple[Path, str]:
-    """Write ``<out_root>/<name>/``: the rows of a seeded share ``fraction`` of ``dataset``'s users.
+                 name: str | None = None, rest: bool = False) -> tuple[Path, str]:
+    """Write ``<out_root>/<name>/``: the rows of a seeded share ``fraction`` of ``dataset``'s users
+    (``rest=True``: of every OTHER user, the same seeded draw's complement; default name
+    ``<dataset>-users<F>-seed<S>-rest``).
 
     Users are those of the test split (one row each); the chosen ones keep all their train, valid
     and test rows, renumbered 0..k-1 in their old order when the user tokens are indices into
@@ -63,8 +66,9 @@ def subset_users(data_root: str | Path, dataset: str, fraction: float, seed: int
     if not 0 < fraction <= 1:
         raise OptionError("--user_fraction", f"must be in (0, 1], got {fraction}")
     src = dataset_folder(data_root, dataset)
-    name = name or f"{dataset}-users{fraction:g}-seed{seed}"
-    record = {"dataset": dataset, "folder": str(src), "user_fraction": fraction, "user_seed": seed}
+    name = name or f"{dataset}-users{fraction:g}-seed{seed}" + ("-rest" if rest else "")
+    record = {"dataset": dataset, "folder": str(src), "user_fraction": fraction, "user_seed": seed,
+              **({"rest": True} if rest else {})}
     out = Path(out_root) / name
     old = read_meta(out / f"{name}.meta.json") if (out / f"{name}.meta.json").is_file() else None
     if old is not None and {k: old.get("user_subset", {}).get(k) for k in record} == record:
@@ -82,6 +86,10 @@ def subset_users(data_root: str | Path, dataset: str, fraction: float, seed: int
     k = max(1, round(fraction * len(users)))
     rng = np.random.default_rng(seed)
     chosen = set(users[i] for i in rng.choice(len(users), size=k, replace=False))
+    if rest:
+        chosen = set(users) - chosen
+        if not chosen:
+            raise OptionError("--user_fraction", f"{fraction} leaves none of {dataset}'s {len(users)} users for the rest")
     up = src / f"{dataset}.user2index"
     raw_users = read_index_map(up) if up.is_file() else None
     renumber = raw_users is not None and all(u.isdigit() and int(u) < len(raw_users) for u in users)
@@ -106,7 +114,7 @@ def subset_users(data_root: str | Path, dataset: str, fraction: float, seed: int
         write_meta(tmp, name, n_items=items, n_users=len(kept),
                    extra={**extra, "user_subset": {**record, "n_users": len(kept), "of_users": len(users),
                                                    "rows": counts}})
-    print(f"low-data target {name}: {len(kept)} of {len(users)} users of {dataset} (seed {seed}), "
+    print(f"{'the other users' if rest else 'low-data target'} {name}: {len(kept)} of {len(users)} users of {dataset} (seed {seed}), "
           f"{counts['train']} train rows, in {out}", flush=True)
     return Path(out_root), name
 
@@ -210,7 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output_dir", default="outputs/transfer", help="runs, pretraining and results.json go here")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--pretrained", default="", help="checkpoint for the pretrained settings (instead of --source)")
-    src.add_argument("--source", default="", help="pretrain on this dataset or corpus first (under --source_root)")
+    src.add_argument("--source", default="", help="pretrain on this dataset or corpus first (under --source_root); "
+                     "'rest' with --user_fraction: on the target's OTHER users (a same-domain control: disjoint users, "
+                     "the same items)")
     p.add_argument("--source_root", default="", help="folder holding --source (default: --data_root)")
     p.add_argument("--pretrain_args", default="",
                    help="extra options for pretraining, one quoted string (e.g. \"--epochs 1 --train_batch_size 512\")")
@@ -222,6 +232,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="finetune on a seeded share of the target's users (a low-data target), e.g. 0.2")
     p.add_argument("--user_seed", type=int, default=0, help="seed choosing the --user_fraction users (default 0)")
     p.add_argument("--subset_root", default="", help="where the low-data target is written (default <output_dir>/data)")
+    p.add_argument("--signal_only", action="store_true",
+                   help="with --source: only print (and write to results.json) what the source's popularity and "
+                        "successor counts, carried to the target's items by identical text, score on the target, "
+                        "beside the target's own; seconds, before any pretraining (see missrec/transfer_signal.py)")
     return p
 
 
@@ -251,6 +265,10 @@ def transfer(argv=None) -> dict:
     if unknown or not tags:
         raise OptionError("--settings", f"unknown setting(s) {', '.join(unknown) or '(none)'}; choose from all,{','.join(ALL_SETTINGS)}")
     needs_pt = any(ALL_SETTINGS[t][1] for t in tags)
+    if own.source == REST and own.user_fraction is None:
+        raise OptionError("--source", "'rest' (the target's other users) needs --user_fraction")
+    if own.signal_only and not own.source:
+        raise OptionError("--signal_only", "needs --source DATASET (the source whose statistics are carried to the target)")
     if needs_pt and not (own.pretrained or own.source):
         raise OptionError("--source", "the pretrained settings need --source DATASET (to pretrain) or --pretrained CHECKPOINT")
     # Every run's options are checked before any work (finetuning's, then pretraining's).
@@ -267,7 +285,7 @@ def transfer(argv=None) -> dict:
         from missrec.data.sample import ensure_sample
         data_root = str(ensure_sample())
     source_root = own.source_root or data_root
-    dataset = own.dataset
+    full_root, dataset = data_root, own.dataset
     t_start = time.perf_counter()
     subset = None
     if own.user_fraction is not None:
@@ -275,7 +293,18 @@ def transfer(argv=None) -> dict:
                                           own.subset_root or out / "data")
         data_root = str(data_root)
         subset = {"of": own.dataset, "user_fraction": own.user_fraction, "user_seed": own.user_seed, "dataset": dataset}
+        if own.source == REST:
+            source_root, own.source = (str(x) for x in subset_users(full_root, own.dataset, own.user_fraction,
+                                                                    own.user_seed, own.subset_root or out / "data", rest=True))
 
+    signal = None
+    if own.source:
+        signal = _signal(data_root, dataset, source_root, own.source)
+        if own.signal_only:
+            atomic_write_json(out / "results.json", {"target": {"data_root": data_root, "dataset": dataset,
+                                                                "subset": subset}, "source_signal": signal})
+            print(f"results in {out / 'results.json'}", flush=True)
+            return {"source_signal": signal}
     pretrain = {"checkpoint": own.pretrained or None}
     if needs_pt and own.source:
         pretrain = _pretrain(own, rest, out / "pretrain", source_root)
@@ -295,13 +324,28 @@ def transfer(argv=None) -> dict:
     print(table, flush=True)
     results = {"target": {"data_root": data_root, "dataset": dataset, "subset": subset}, "pretrain": pretrain,
                "seeds": seeds, "settings": tags, "finetune_options": rest, "metrics": metrics,
-               "per_setting": per_setting, "paired_pretrained_minus_scratch": pairs,
+               "per_setting": per_setting, "paired_pretrained_minus_scratch": pairs, "source_signal": signal,
                "runs": [{**r, "ranks_file": str(r["ranks_file"])} for r in runs],
                "seconds": time.perf_counter() - t_start}
     atomic_write_json(out / "results.json", results)
     atomic_write_text(out / "results.md", table + "\n")
     print(f"results in {out / 'results.json'}", flush=True)
     return results
+
+
+def _signal(data_root: str, dataset: str, source_root: str, source: str) -> dict | None:
+    """The source-statistics check (missrec/transfer_signal.py), printed; None (with a note) where
+    it does not apply: a multi-domain corpus as the source, or a dataset without a .text file."""
+    from missrec.errors import DataError
+    from missrec.transfer_signal import format_signal, transfer_signal
+
+    try:
+        res = transfer_signal(data_root, dataset, source_root, source)
+    except DataError as e:
+        print(f"note: no source-statistics check: {e}", flush=True)
+        return None
+    print(format_signal(res), flush=True)
+    return res
 
 
 def _pretrain(own, rest: list[str], pt_dir: Path, source_root: str) -> dict:
