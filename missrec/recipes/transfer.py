@@ -19,6 +19,12 @@ finetuning run (e.g. --epochs, --patience, --hidden_size); model-shape options (
 --n_heads, --inner_size, layers, --dropout, --max_seq_length, ...) also go to pretraining, so both
 arms share one architecture. A finished run (same options) is reused, so a killed command resumes.
 
+With ``--source``, the command first prints what the source's popularity and successor counts,
+carried to the target's items by identical text, score on the target beside the target's own
+(missrec/transfer_signal.py; ``--signal_only`` stops there): a source whose statistics score no
+better than the target's popularity has little to transfer. ``--source rest`` pretrains on the
+target's users outside the ``--user_fraction`` subset (a same-domain control).
+
     missrec-transfer --source ml-1m --source_root data --data_root data --dataset ml-100k \\
         --user_fraction 0.2 --user_seed 0 --seeds 0,1,2 --pretrain_args "--epochs 1" \\
         --hidden_size 64 --epochs 20 --patience 5 --output_dir outputs/transfer-ml
