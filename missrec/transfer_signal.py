@@ -1,8 +1,8 @@
 """What a source dataset's next-item statistics know about a target, before any pretraining.
 
 Pretraining can only carry over what holds in both domains. The cheapest test of that, run in
-seconds: take the source's item popularity and its "most frequent successor of the last item"
-counts (missrec/baselines.py), carry them to the target's items by identical item text (the
+seconds: take the source's item popularity, its "most frequent successor of the last item"
+counts (missrec/baselines.py) and its order-free item co-occurrence (the same users' items), carry them to the target's items by identical item text (the
 ``<name>.text`` files: same title, year and genres), and rank the target's test split with them,
 beside the same two statistics fitted on the target's own training split. A source whose
 statistics rank the target's items no better than the target's own popularity has little
@@ -26,6 +26,43 @@ from .errors import DataError
 from .evaluate import evaluate
 
 METRICS = ("recall@10", "ndcg@10", "recall@20", "ndcg@20")
+MAX_COOC_ITEMS = 8192  # the co-occurrence table is dense: [n + 1, n + 1] float32 (268 MB at this size)
+
+
+class CooccurrenceScorer:
+    """Order-free taste: score of item j = sum, over the user's last ``last`` history items i, of
+    ``c(i, j) / sqrt(c(i, i) c(j, j))``, where c(i, j) counts the users whose training items hold
+    both i and j (each user's training items: every row's target plus its first history item)."""
+
+    def __init__(self, train, n_items: int, last: int = 10):
+        if n_items > MAX_COOC_ITEMS:
+            raise DataError(f"co-occurrence check: {n_items} items is over its dense-table limit of {MAX_COOC_ITEMS}")
+        self.last = int(last)
+        users = np.unique(np.asarray(train.user).astype(str), return_inverse=True)[1]
+        first = np.asarray(train.length) == 1
+        u = np.concatenate([users, users[first]])
+        i = np.concatenate([np.asarray(train.target), np.asarray(train.seq)[first, 0]])
+        x = torch.zeros(int(users.max(initial=-1)) + 1, n_items + 1)
+        x[torch.as_tensor(u), torch.as_tensor(i)] = 1.0
+        c = x.t() @ x
+        d = c.diagonal().clamp_min(1.0).sqrt()
+        self.table = c / d[:, None] / d[None, :]
+        self.table.fill_diagonal_(0.0)
+        self.table[0] = 0.0
+
+    def encode(self, seq: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
+        pos = torch.arange(seq.shape[1], device=seq.device)[None, :]
+        keep = (pos < length[:, None]) & (pos >= length[:, None] - self.last)
+        hot = torch.zeros(seq.shape[0], self.table.shape[0], device=seq.device)
+        hot.scatter_add_(1, seq, keep.float())
+        hot[:, 0] = 0.0
+        return hot.clamp_max(1.0)
+
+    def score(self, u: torch.Tensor, item_ids: torch.Tensor) -> torch.Tensor:
+        return u @ self.table.to(u.device)[:, item_ids]
+
+    def score_pairs(self, u: torch.Tensor, item_ids: torch.Tensor) -> torch.Tensor:
+        return (u * self.table.to(u.device)[:, item_ids].t()).sum(1)
 
 
 def item_texts(ds) -> list[str]:
@@ -87,16 +124,23 @@ def transfer_signal(target_root: str | os.PathLike, target: str, source_root: st
     mapping = text_map(src, tgt)
     answers = np.asarray(tgt.splits[split].target, dtype=np.int64)
     s_train, t_train = src.splits["train"], tgt.splits["train"]
-    runs = {
-        "target popularity": (PopularityScorer.from_split(t_train, tgt.n_items), tgt),
-        "target successor": (SuccessorScorer(t_train, tgt.n_items), tgt),
-        "source popularity, by text": (MappedScorer(PopularityScorer.from_split(s_train, src.n_items), mapping), tgt),
-        "source successor, by text": (MappedScorer(SuccessorScorer(s_train, src.n_items), mapping), tgt),
-        "source popularity, on the source": (PopularityScorer.from_split(s_train, src.n_items), src),
-        "source successor, on the source": (SuccessorScorer(s_train, src.n_items), src),
+    runs = {  # name: (how to build the scorer, the dataset it ranks)
+        "target popularity": (lambda: PopularityScorer.from_split(t_train, tgt.n_items), tgt),
+        "target successor": (lambda: SuccessorScorer(t_train, tgt.n_items), tgt),
+        "source popularity, by text": (lambda: MappedScorer(PopularityScorer.from_split(s_train, src.n_items), mapping), tgt),
+        "source successor, by text": (lambda: MappedScorer(SuccessorScorer(s_train, src.n_items), mapping), tgt),
+        "source co-occurrence, by text": (lambda: MappedScorer(CooccurrenceScorer(s_train, src.n_items), mapping), tgt),
+        "source popularity, on the source": (lambda: PopularityScorer.from_split(s_train, src.n_items), src),
+        "source successor, on the source": (lambda: SuccessorScorer(s_train, src.n_items), src),
     }
-    scores = {name: evaluate(scorer, ds.splits[split], ds.n_items, ks=ks, progress=False)
-              for name, (scorer, ds) in runs.items()}
+    scores = {}
+    for name, (build, ds) in runs.items():
+        try:
+            scorer = build()
+        except DataError as e:  # a catalogue too large for the dense co-occurrence table
+            print(f"note: {e}; that row is left out", flush=True)
+            continue
+        scores[name] = evaluate(scorer, ds.splits[split], ds.n_items, ks=ks, progress=False)
     return {"target": target, "source": source, "split": split, "matched_items": int((mapping[1:] > 0).sum()),
             "target_items": tgt.n_items, "matched_targets": float((mapping[answers] > 0).mean()), "scores": scores}
 

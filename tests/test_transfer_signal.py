@@ -88,3 +88,21 @@ def test_a_dataset_without_text_skips_the_check_with_a_note(root, capsys):
     assert transfer._signal(str(root), "fwd", str(root), "src") is None
     printed = capsys.readouterr().out
     assert "note: no source-statistics check" in printed and "fwd.text: file not found" in printed
+
+
+def test_cooccurrence_ranks_the_same_users_items_first(tmp_path):
+    # Source users take films 0-2 or films 3-5; the target holds the same films (same text).
+    _write(tmp_path, "taste", TEXTS, [[0, 1, 2] * 2, [3, 4, 5] * 2] * 4)
+    _write(tmp_path, "tgt", TEXTS, [[0, 1, 2], [3, 4, 5, 3, 4, 5]])
+    s = transfer_signal(tmp_path, "tgt", tmp_path, "taste", ks=(1, 3))["scores"]["source co-occurrence, by text"]
+    # [0, 1] -> 2 scores 2 (1 + 1), above 0 and 1 (1 each) and the other group (0): rank 1;
+    # [3, 4, 5, 3, 4] -> 5 ties with 3 and 4 (2 each): rank 3 (ties count against the answer).
+    assert s["recall@1"] == 0.5 and s["recall@3"] == 1.0
+
+
+def test_cooccurrence_refuses_a_catalogue_over_its_limit(root, monkeypatch, capsys):
+    import missrec.transfer_signal as ts
+    monkeypatch.setattr(ts, "MAX_COOC_ITEMS", 3)
+    res = transfer_signal(root, "fwd", root, "src")
+    assert "source co-occurrence, by text" not in res["scores"] and "source successor, by text" in res["scores"]
+    assert "over its dense-table limit of 3" in capsys.readouterr().out

@@ -19,7 +19,7 @@ finetuning run (e.g. --epochs, --patience, --hidden_size); model-shape options (
 --n_heads, --inner_size, layers, --dropout, --max_seq_length, ...) also go to pretraining, so both
 arms share one architecture. A finished run (same options) is reused, so a killed command resumes.
 
-With ``--source``, the command first prints what the source's popularity and successor counts,
+With ``--source``, the command first prints what the source's popularity, successor and co-occurrence counts,
 carried to the target's items by identical text, score on the target beside the target's own
 (missrec/transfer_signal.py; ``--signal_only`` stops there): a source whose statistics score no
 better than the target's popularity has little to transfer. ``--source rest`` pretrains on the
@@ -239,8 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--user_seed", type=int, default=0, help="seed choosing the --user_fraction users (default 0)")
     p.add_argument("--subset_root", default="", help="where the low-data target is written (default <output_dir>/data)")
     p.add_argument("--signal_only", action="store_true",
-                   help="with --source: only print (and write to results.json) what the source's popularity and "
-                        "successor counts, carried to the target's items by identical text, score on the target, "
+                   help="with --source: only print (and write to results.json) what the source's popularity, "
+                        "successor and co-occurrence counts, carried to the target's items by identical text, score on the target, "
                         "beside the target's own; seconds, before any pretraining (see missrec/transfer_signal.py)")
     return p
 
