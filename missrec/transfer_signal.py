@@ -2,9 +2,10 @@
 
 Pretraining can only carry over what holds in both domains. The cheapest test of that, run in
 seconds: take the source's item popularity, its "most frequent successor of the last item"
-counts (missrec/baselines.py) and its order-free item co-occurrence (the same users' items), carry them to the target's items by identical item text (the
-``<name>.text`` files: same title, year and genres), and rank the target's test split with them,
-beside the same two statistics fitted on the target's own training split. A source whose
+counts (missrec/baselines.py) and its order-free item co-occurrence (the same users' items),
+carry them to the target's items by identical item text (the ``<name>.text`` files: same title,
+year and genres), and rank the target's test split with them, beside the target's own popularity
+and successor counts fitted on its training split. A source whose
 statistics rank the target's items no better than the target's own popularity has little
 sequential knowledge that applies there, however well a model learns it; the source's scores on
 its own test split show how much there is to learn at all.
@@ -42,9 +43,18 @@ class CooccurrenceScorer:
         first = np.asarray(train.length) == 1
         u = np.concatenate([users, users[first]])
         i = np.concatenate([np.asarray(train.target), np.asarray(train.seq)[first, 0]])
-        x = torch.zeros(int(users.max(initial=-1)) + 1, n_items + 1)
-        x[torch.as_tensor(u), torch.as_tensor(i)] = 1.0
-        c = x.t() @ x
+        # The users x items incidence, a block of users at a time (memory: the block and the
+        # [n + 1, n + 1] table, never users x items); a user's repeated item counts once.
+        order = np.argsort(u, kind="stable")
+        u, i = torch.as_tensor(u[order]), torch.as_tensor(i[order])
+        c = torch.zeros(n_items + 1, n_items + 1)
+        n_users, block = int(users.max(initial=-1)) + 1, 2048
+        bounds = torch.searchsorted(u, torch.arange(0, n_users + block, block))
+        for b in range(len(bounds) - 1):
+            lo, hi = int(bounds[b]), int(bounds[b + 1])
+            x = torch.zeros(block, n_items + 1)
+            x[u[lo:hi] - b * block, i[lo:hi]] = 1.0
+            c += x.t() @ x
         d = c.diagonal().clamp_min(1.0).sqrt()
         self.table = c / d[:, None] / d[None, :]
         self.table.fill_diagonal_(0.0)
@@ -113,9 +123,10 @@ class MappedScorer:
 
 def transfer_signal(target_root: str | os.PathLike, target: str, source_root: str | os.PathLike, source: str,
                     *, split: str = "test", ks: Sequence[int] = (10, 20)) -> dict:
-    """Popularity and successor scorers of the target (fitted on its train split) and of the source
-    (fitted on the source's train split, carried over by item text) on the target's ``split``, and
-    the source's own two on the source's ``split``. Returns ``{"matched_items", "target_items",
+    """Popularity and successor scorers of the target (fitted on its train split), the source's
+    popularity, successor and co-occurrence scorers (fitted on the source's train split, carried
+    over by item text) on the target's ``split``, and the source's popularity and successor on the
+    source's ``split``. Returns ``{"matched_items", "target_items",
     "matched_targets" (share of the split's rows whose answer has a match), "scores": {name: metrics}}``."""
     tgt = load_dataset(target_root, target, splits=("train", split), require_features=())
     src = load_dataset(source_root, source, splits=("train", split), require_features=())

@@ -7,11 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from missrec.data.atomic import load_dataset
+from missrec.data.atomic import load_dataset, write_dataset
 from missrec.recipes import transfer
 from missrec.transfer_signal import format_signal, text_map, transfer_signal
-from tests._tiny import _splits, make_domain
-from missrec.data.atomic import write_dataset
+from tests._tiny import _splits
 
 TEXTS = [f"film {k}" for k in range(6)]
 
